@@ -1,0 +1,1 @@
+"""Benchmarks of baqup-agent against peers measured in the same run (`make bench`)."""

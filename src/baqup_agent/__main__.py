@@ -1,0 +1,7 @@
+"""``python -m baqup_agent``: the ``baqup-agent`` command."""
+
+import sys
+
+from baqup_agent.cli import main
+
+sys.exit(main())

@@ -1,0 +1,65 @@
+"""The ``baqup-agent`` command: pre-flight config validation, job watching, conformance.
+
+Each subcommand's code lives in the module it belongs to and is imported only when
+that subcommand runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+# subcommand -> (module, function taking the parsed arguments and returning an exit code)
+_COMMANDS = {
+    "validate-config": ("baqup_agent.schema", "validate_config_command"),
+    "watch": ("baqup_agent.reader", "watch_command"),
+    "conformance": ("baqup_agent.conformance.cli", "conformance_command"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every subcommand."""
+    parser = argparse.ArgumentParser(prog="baqup-agent", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser(
+        "validate-config",
+        help="validate the environment against an agent's config schema (exit 0 or 64)",
+    )
+    p.add_argument("--schema", required=True, help="the agent's agent-schema.json")
+    p.add_argument("--prefix", default="BAQUP_", help="prefix of the contract's variables")
+    p.add_argument("--json", action="store_true", help="print the errors as JSON")
+
+    p = sub.add_parser("watch", help="follow a job's events and print one line per event")
+    p.add_argument("job_id")
+    p.add_argument("--redis-url", help="Redis URL (default: $BAQUP_REDIS_URL)")
+    p.add_argument("--spool-dir", help="spool directory to read as well")
+    p.add_argument("--no-follow", action="store_true", help="print what is there and exit")
+    p.add_argument("--json", action="store_true", help="print each event as JSON")
+
+    p = sub.add_parser("conformance", help="check an agent against the contract")
+    p.add_argument("--role", choices=["backup", "restore", "both"], default="both")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument("--junit-xml", metavar="FILE", help="also write a JUnit XML report")
+    p.add_argument("--strict", action="store_true", help="SHOULD rules fail too")
+    p.add_argument("--fixture", help="directory of test data the agent backs up")
+    p.add_argument("--env", action="append", default=[], metavar="NAME=VALUE")
+    p.add_argument("--only", action="append", default=[], metavar="CHECK")
+    p.add_argument("--timeout", type=float, default=30.0, help="seconds per scenario")
+    p.add_argument("agent_command", nargs=argparse.REMAINDER, help="-- COMMAND [ARGS...]")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``baqup-agent``."""
+    args = build_parser().parse_args(argv)
+    module, func = _COMMANDS[args.command]
+    command = getattr(importlib.import_module(module), func)
+    code: int = command(args)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
