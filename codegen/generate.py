@@ -1,9 +1,12 @@
 """`make generate`: turn schema/ into the baqup_agent.contract package.
 
-Steps: datamodel-code-generator (settings in pyproject.toml) writes one model module
-per schema file; jinja2 renders the tables the generator cannot express
-(codegen/templates/tables.py.jinja2); the schema files are copied into the package
-so an installed SDK validates against exactly the schemas it was generated from.
+Steps: datamodel-code-generator (settings in pyproject.toml, templates in
+codegen/templates/) writes one model module per schema file; jinja2 renders what the
+generator cannot express: the tables (tables.py), the strict string formats that
+the schemas name with customTypePath (_types.py) and a lazy package ``__init__`` (so that
+``from baqup_agent.contract import ExitCode`` does not import pydantic); the schema
+files are copied into the package so an installed SDK validates against exactly the
+schemas it was generated from.
 
 `--check` generates into a temporary directory and fails (exit 1, with a diff) when
 the committed package differs: CI's drift check.
@@ -12,6 +15,7 @@ the committed package differs: CI's drift check.
 from __future__ import annotations
 
 import argparse
+import ast
 import difflib
 import filecmp
 import json
@@ -65,6 +69,16 @@ def _tables_context() -> dict:
     }
 
 
+def _init_context(init: Path) -> dict:
+    """Names and modules of the generator's eager ``__init__``, for the lazy one."""
+    imports: list[tuple[str, list[str]]] = []
+    for node in ast.parse(init.read_text(encoding="utf-8")).body:
+        if isinstance(node, ast.ImportFrom) and node.level == 1 and node.module:
+            imports.append((node.module, [a.name for a in node.names]))
+    exports = sorted((name, module) for module, names in imports for name in names)
+    return {"header": HEADER, "exports": exports, "imports": imports}
+
+
 def generate(out: Path) -> None:
     """Write the whole generated package into ``out`` (which must not exist)."""
     subprocess.run(
@@ -79,9 +93,14 @@ def generate(out: Path) -> None:
         undefined=jinja2.StrictUndefined,
     )
     env.filters["pyrepr"] = lambda v: json.dumps(v, ensure_ascii=False)
-    (out / "tables.py").write_text(
-        env.get_template("tables.py.jinja2").render(**_tables_context()), encoding="utf-8"
-    )
+    rendered = {
+        "tables.py": ("tables.py.jinja2", _tables_context()),
+        "_types.py": ("_types.py.jinja2", {"header": HEADER}),
+        "__init__.py": ("contract_init.py.jinja2", _init_context(out / "__init__.py")),
+    }
+    for filename, (template, context) in rendered.items():
+        text = env.get_template(template).render(**context)
+        (out / filename).write_text(text, encoding="utf-8")
     shutil.copytree(SCHEMA_DIR, out / "schemas", ignore=shutil.ignore_patterns("*.md"))
 
 
@@ -99,7 +118,9 @@ def _diff(a: Path, b: Path) -> list[str]:
         for name in c.diff_files + c.funny_files:
             old = (a / rel / name).read_text(encoding="utf-8").splitlines(keepends=True)
             new = (b / rel / name).read_text(encoding="utf-8").splitlines(keepends=True)
-            out.extend(difflib.unified_diff(old, new, f"committed/{rel / name}", f"fresh/{rel / name}"))
+            out.extend(
+                difflib.unified_diff(old, new, f"committed/{rel / name}", f"fresh/{rel / name}")
+            )
         stack.extend((sub, rel / name) for name, sub in sorted(c.subdirs.items()))
     return out
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, ValidationInfo, model_validator
 
 
 class ContractModel(BaseModel):
@@ -21,3 +23,14 @@ class ContractModel(BaseModel):
         defer_build=True,
         populate_by_name=True,
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_json_null(cls, data: Any, info: ValidationInfo) -> Any:
+        """Reject JSON ``null`` for a field, as jsonschema does: no schema property is
+        nullable. Python callers may still pass ``None`` for an absent optional field."""
+        if info.mode == "json" and isinstance(data, dict):
+            nulls = sorted(k for k, v in data.items() if v is None and k in cls.model_fields)
+            if nulls:
+                raise ValueError(f"null is not allowed for {', '.join(nulls)}")
+        return data

@@ -48,6 +48,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--env", action="append", default=[], metavar="NAME=VALUE")
     p.add_argument("--only", action="append", default=[], metavar="CHECK")
     p.add_argument("--timeout", type=float, default=30.0, help="seconds per scenario")
+    p.add_argument(
+        "--slow-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="environment that makes a job last (SIGTERM, cancel, heartbeats)",
+    )
+    p.add_argument(
+        "--secret-var",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="an agent secret variable to inject a canary into (also NAME_FILE)",
+    )
+    p.add_argument("--heartbeat-interval", type=float, default=0.3, metavar="S")
+    p.add_argument("--grace-period", type=float, default=2.0, metavar="S")
+    p.add_argument("--no-redis", action="store_true", help="spool-only scenarios")
+    p.add_argument("--jobs", type=int, default=4, help="scenarios run at the same time")
+    p.add_argument("--keep", action="store_true", help="keep the sandbox for inspection")
+    p.add_argument("--compare-command", metavar="CMD",
+                   help="judges the round trip (exit 0: {fixture} and {target} hold the same "
+                        "data) instead of a byte-for-byte comparison of the trees")
     p.add_argument("agent_command", nargs=argparse.REMAINDER, help="-- COMMAND [ARGS...]")
     return parser
 

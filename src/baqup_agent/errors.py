@@ -29,6 +29,16 @@ class AgentError(Exception):
         """Whether the controller may retry the job (from the exit-code table)."""
         return EXIT_CODES[self.exit_code].retryable
 
+    @property
+    def description(self) -> str:
+        """What the exit code means (from the exit-code table)."""
+        return EXIT_CODES[self.exit_code].meaning
+
+    @property
+    def controller_action(self) -> str:
+        """What the controller is expected to do with the exit code."""
+        return EXIT_CODES[self.exit_code].controller_action
+
 
 class ConfigProblem(NamedTuple):
     """One configuration error: the variable (or JSON path) and what is wrong with it."""
@@ -52,6 +62,14 @@ class ConfigError(AgentError):
             f"invalid configuration ({len(lines)} error{'s' if len(lines) != 1 else ''}): "
             + "; ".join(lines)
         )
+
+
+class SchemaError(ConfigError):
+    """The config schema itself is missing, unreadable or invalid (exit 64).
+
+    Raised by ``baqup_agent.schema`` when a schema cannot be loaded or compiled: the
+    agent cannot be configured, so it is a usage error like any other config error.
+    """
 
 
 class DataError(AgentError):
@@ -133,16 +151,31 @@ def exit_code_for(exc: BaseException) -> ExitCode:
 
 
 def summarize(exc: BaseException) -> str:
-    """A one-line, redacted description of ``exc``: ``Type: message``."""
-    text = str(exc).replace("\r", " ").replace("\n", " ").strip()
+    """A one-line, redacted description of ``exc``: ``Type: message``.
+
+    Every registered secret is redacted (also one that reached the message as a
+    plain string) before whitespace is folded and the line is cut to
+    ``SUMMARY_MAX_LENGTH``; an exception whose ``str()`` fails is named by its type.
+    """
+    try:
+        text = str(exc)
+    except Exception:  # a broken __str__ must not turn a failure into another one
+        text = "<unprintable exception>"
+    # redact before folding whitespace (a secret may hold newlines) and after it (the
+    # folding may join two halves into one)
+    text = redact(" ".join(redact(text).split()))
     line = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-    line = redact(line)
     if len(line) > SUMMARY_MAX_LENGTH:
         line = line[: SUMMARY_MAX_LENGTH - 3] + "..."
     return line
 
 
 def classify(exc: BaseException) -> ErrorSummary:
-    """Turn any exception into (exit code, retryable, redacted summary)."""
+    """Turn any exception into (exit code, retryable, redacted summary).
+
+    Exceptions the SDK does not know end with ``INTERNAL_ERROR`` (70), except
+    connection failures (69), other ``OSError`` (74) and ``KeyboardInterrupt`` (1,
+    cancelled).
+    """
     code = exit_code_for(exc)
     return ErrorSummary(code, EXIT_CODES[code].retryable, summarize(exc))

@@ -2,10 +2,10 @@
 
 Every ``Secret`` registers its value here, so a secret that reaches a log line or a
 bus message as a plain string is still caught: in its raw form and in the forms it
-takes on the way (JSON-escaped, URL-encoded, base64). Values shorter than
-``MIN_SECRET_LENGTH`` are not searched for: replacing every "a" would destroy the
-output without protecting anything (an empty secret turned a peer's logs into
-asterisks).
+takes on the way (JSON-escaped, Python-repr-escaped, URL-encoded, base64). Values
+shorter than ``MIN_SECRET_LENGTH`` are not searched for: replacing every "a" would
+destroy the output without protecting anything (an empty secret turned a peer's logs
+into asterisks).
 """
 
 from __future__ import annotations
@@ -14,56 +14,115 @@ import base64
 import json
 import re
 import threading
-from urllib.parse import quote, quote_plus
+from collections.abc import Callable
+from enum import Enum
+from urllib.parse import quote, quote_plus, unquote, urlsplit
 
 REDACTED = "[REDACTED]"
 MIN_SECRET_LENGTH = 3
 
+_PERCENT_ESCAPE = re.compile(r"%[0-9A-F]{2}")
+
+
+def _lower_percent(text: str) -> str:
+    return _PERCENT_ESCAPE.sub(lambda m: m.group(0).lower(), text)
+
+
+def _b64(value: str, *, urlsafe: bool, pad: bool) -> str:
+    raw = value.encode("utf-8", "surrogatepass")
+    token = (base64.urlsafe_b64encode if urlsafe else base64.b64encode)(raw).decode("ascii")
+    return token if pad else token.rstrip("=")
+
+
+# Every spelling of a value that output may contain. base64 covers the value encoded
+# alone: the encoder's alignment decides the spelling, so a value embedded mid-stream
+# is out of reach (a documented limit).
+_ENCODINGS: tuple[Callable[[str], str], ...] = (
+    lambda v: v,
+    lambda v: json.dumps(v)[1:-1],  # JSON-escaped, non-ASCII as \uXXXX
+    lambda v: json.dumps(v, ensure_ascii=False)[1:-1],  # JSON-escaped as orjson writes it
+    lambda v: repr(v)[1:-1],  # Python repr: containers, tracebacks with locals
+    lambda v: quote(v, safe=""),
+    lambda v: _lower_percent(quote(v, safe="")),
+    lambda v: quote_plus(v, safe=""),
+    lambda v: _lower_percent(quote_plus(v, safe="")),
+    quote,  # URL path form: keeps "/"
+    lambda v: _b64(v, urlsafe=False, pad=True),
+    lambda v: _b64(v, urlsafe=False, pad=False),
+    lambda v: _b64(v, urlsafe=True, pad=True),
+    lambda v: _b64(v, urlsafe=True, pad=False),
+)
+
 
 def _forms(value: str) -> set[str]:
-    """The spellings of ``value`` that may appear in output."""
-    raw = value.encode("utf-8")
-    forms = {
-        value,
-        json.dumps(value)[1:-1],  # JSON-escaped (quotes, backslashes, control chars)
-        json.dumps(value, ensure_ascii=False)[1:-1],
-        quote(value, safe=""),
-        quote_plus(value, safe=""),
-        quote(value),  # URL path form keeps "/"
-    }
-    # base64 of the value alone: the encoder's alignment decides the spelling, so a value
-    # embedded mid-stream is out of reach; canary tests use this same encoding.
-    for enc in (base64.b64encode, base64.urlsafe_b64encode):
-        token = enc(raw).decode("ascii")
-        forms.add(token)
-        forms.add(token.rstrip("="))
-    return {f for f in forms if len(f) >= MIN_SECRET_LENGTH}
+    """The searchable spellings of ``value`` (each at least MIN_SECRET_LENGTH long)."""
+    forms: set[str] = set()
+    for encode in _ENCODINGS:
+        try:
+            form = encode(value)
+        except UnicodeError:  # lone surrogates cannot be URL-encoded; other forms apply
+            continue
+        if len(form) >= MIN_SECRET_LENGTH:
+            forms.add(form)
+    return forms
+
+
+def _url_password(value: str) -> str | None:
+    """The password of a URL-shaped secret (``redis://:pw@host``), which also leaks alone."""
+    if "://" not in value or "@" not in value:
+        return None
+    try:
+        password = urlsplit(value).password
+    except ValueError:
+        return None
+    return unquote(password) if password else None
 
 
 class Redactor:
-    """A set of secret values and one compiled pattern that finds any of their forms.
+    """A set of secret values and the compiled patterns that find any of their forms.
 
-    Thread-safe; ``redact`` is the hot path (every log line goes through it) and costs
-    one ``str.__contains__`` check per line when nothing is registered.
+    Thread-safe. ``redact`` and ``matches`` are the hot path (every log line goes
+    through one of them): with nothing registered they cost one attribute check; the
+    pattern is rebuilt lazily, once after any number of registrations.
     """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._values: set[str] = set()
+        self._forms: set[str] = set()
+        self._stale = False
         self._pattern: re.Pattern[str] | None = None
+        self._bytes_pattern: re.Pattern[bytes] | None = None
 
     def register(self, value: str) -> None:
-        """Remember ``value`` as a secret (ignored when shorter than MIN_SECRET_LENGTH)."""
+        """Remember ``value`` as a secret (ignored when shorter than MIN_SECRET_LENGTH).
+
+        A URL's password is registered as well (it leaks on its own, in a driver's
+        error message say, more often than the whole URL does), and so is the value
+        without surrounding whitespace (a secret file's extra newline is rarely used).
+        """
         if len(value) < MIN_SECRET_LENGTH or value in self._values:
             return
+        variants = (value, value.strip(), _url_password(value))
         with self._lock:
-            self._values.add(value)
-            forms: set[str] = set()
-            for v in self._values:
-                forms |= _forms(v)
+            for v in variants:
+                if v is not None and len(v) >= MIN_SECRET_LENGTH and v not in self._values:
+                    self._values.add(v)
+                    self._forms |= _forms(v)
+            self._stale = True
+
+    def _compile(self) -> None:
+        with self._lock:
+            if not self._stale:
+                return
             # longest first, so a form that contains another one is replaced whole
-            alternatives = sorted(forms, key=lambda f: (-len(f), f))
-            self._pattern = re.compile("|".join(re.escape(f) for f in alternatives))
+            alternatives = sorted(self._forms, key=lambda f: (-len(f), f))
+            text = "|".join(re.escape(f) for f in alternatives)
+            self._pattern = re.compile(text) if text else None
+            self._bytes_pattern = (
+                re.compile(text.encode("utf-8", "surrogatepass")) if text else None
+            )
+            self._stale = False
 
     def __contains__(self, value: object) -> bool:
         return value in self._values
@@ -73,16 +132,50 @@ class Redactor:
 
     def redact(self, text: str) -> str:
         """``text`` with every known secret form replaced by ``[REDACTED]``."""
+        if self._stale:
+            self._compile()
         pattern = self._pattern
         if pattern is None:
             return text
         return pattern.sub(REDACTED, text)
 
+    def matches(self, data: str | bytes) -> bool:
+        """Whether ``data`` (text, or UTF-8 bytes) holds any known secret form."""
+        if self._stale:
+            self._compile()
+        if isinstance(data, bytes):
+            bpattern = self._bytes_pattern
+            return bpattern is not None and bpattern.search(data) is not None
+        pattern = self._pattern
+        return pattern is not None and pattern.search(data) is not None
+
+    def redact_tree(self, obj: object) -> object:
+        """A copy of a JSON-like structure with every string, key and scalar redacted.
+
+        A scalar that is not a string (an integer equal to a numeric secret) becomes
+        ``[REDACTED]`` when its text holds a secret; other objects become their
+        redacted ``str()`` (a Secret's is ``[REDACTED]`` already).
+        """
+        if isinstance(obj, str):
+            return self.redact(obj)
+        if isinstance(obj, Enum):
+            return self.redact_tree(obj.value)
+        if isinstance(obj, dict):
+            return {self.redact(str(k)): self.redact_tree(v) for k, v in obj.items()}
+        if isinstance(obj, (list, tuple, set, frozenset)):
+            return [self.redact_tree(v) for v in obj]
+        if obj is None or isinstance(obj, (bool, int, float)):
+            return REDACTED if self.matches(str(obj)) else obj
+        return self.redact(str(obj))
+
     def clear(self) -> None:
         """Forget every value (for tests)."""
         with self._lock:
             self._values.clear()
+            self._forms.clear()
             self._pattern = None
+            self._bytes_pattern = None
+            self._stale = False
 
 
 REDACTOR = Redactor()

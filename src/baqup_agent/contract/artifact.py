@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from baqup_agent._base import ContractModel
 from pydantic import ConfigDict, Field

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from enum import Enum
-from typing import Annotated, Literal
-from uuid import UUID
+from typing import Annotated, Any, Literal
 
 from baqup_agent._base import ContractModel
-from pydantic import AwareDatetime, ConfigDict, Field, RootModel
+from baqup_agent.contract._types import MessageId, Timestamp
+from pydantic import ConfigDict, Field, RootModel
 
 from . import agent_state, common
 from . import exit_code as exit_code_1
@@ -51,9 +51,9 @@ class StateChange(ContractModel):
     model_config = ConfigDict(
         extra="forbid",
     )
-    id: UUID
+    id: Annotated[MessageId, Field(examples=["0b6a3f0e-8d7e-4a53-9a4c-2a1e5f0c9d11"])]
     """
-    Unique identifier of one bus message (UUID), the key readers de-duplicate by.
+    Unique identifier of one bus message (UUID), the key readers de-duplicate by. Validators MUST assert this format (draft 2020-12 makes format an annotation unless asked).
     """
     seq: Annotated[int, Field(ge=0)]
     type: Literal["state_change"]
@@ -74,9 +74,12 @@ class StateChange(ContractModel):
     """
     Identifier of one agent instance (for example the container name).
     """
-    timestamp: AwareDatetime
+    timestamp: Annotated[
+        Timestamp,
+        Field(examples=["2026-11-27T10:00:00Z", "2026-11-27T11:00:00.250+01:00"]),
+    ]
     """
-    RFC 3339 date-time; producers write UTC with a Z suffix.
+    RFC 3339 date-time; producers write UTC with a Z suffix. Validators MUST assert this format (draft 2020-12 makes format an annotation unless asked).
     """
     from_state: agent_state.AgentState | None = None
     to_state: agent_state.AgentState
@@ -91,9 +94,9 @@ class Heartbeat(ContractModel):
     model_config = ConfigDict(
         extra="forbid",
     )
-    id: UUID
+    id: Annotated[MessageId, Field(examples=["0b6a3f0e-8d7e-4a53-9a4c-2a1e5f0c9d11"])]
     """
-    Unique identifier of one bus message (UUID), the key readers de-duplicate by.
+    Unique identifier of one bus message (UUID), the key readers de-duplicate by. Validators MUST assert this format (draft 2020-12 makes format an annotation unless asked).
     """
     seq: Annotated[int, Field(ge=0)]
     type: Literal["heartbeat"]
@@ -114,9 +117,12 @@ class Heartbeat(ContractModel):
     """
     Identifier of one agent instance (for example the container name).
     """
-    timestamp: AwareDatetime
+    timestamp: Annotated[
+        Timestamp,
+        Field(examples=["2026-11-27T10:00:00Z", "2026-11-27T11:00:00.250+01:00"]),
+    ]
     """
-    RFC 3339 date-time; producers write UTC with a Z suffix.
+    RFC 3339 date-time; producers write UTC with a Z suffix. Validators MUST assert this format (draft 2020-12 makes format an annotation unless asked).
     """
     state: agent_state.AgentState
     intent: HeartbeatIntent
@@ -137,9 +143,9 @@ class ProgressUpdate(ContractModel):
     model_config = ConfigDict(
         extra="forbid",
     )
-    id: UUID
+    id: Annotated[MessageId, Field(examples=["0b6a3f0e-8d7e-4a53-9a4c-2a1e5f0c9d11"])]
     """
-    Unique identifier of one bus message (UUID), the key readers de-duplicate by.
+    Unique identifier of one bus message (UUID), the key readers de-duplicate by. Validators MUST assert this format (draft 2020-12 makes format an annotation unless asked).
     """
     seq: Annotated[int, Field(ge=0)]
     type: Literal["progress"]
@@ -160,9 +166,12 @@ class ProgressUpdate(ContractModel):
     """
     Identifier of one agent instance (for example the container name).
     """
-    timestamp: AwareDatetime
+    timestamp: Annotated[
+        Timestamp,
+        Field(examples=["2026-11-27T10:00:00Z", "2026-11-27T11:00:00.250+01:00"]),
+    ]
     """
-    RFC 3339 date-time; producers write UTC with a Z suffix.
+    RFC 3339 date-time; producers write UTC with a Z suffix. Validators MUST assert this format (draft 2020-12 makes format an annotation unless asked).
     """
     progress: common.Progress
     message: Annotated[str | None, Field(max_length=4096)] = None
@@ -176,9 +185,9 @@ class Result(ContractModel):
     model_config = ConfigDict(
         extra="forbid",
     )
-    id: UUID
+    id: Annotated[MessageId, Field(examples=["0b6a3f0e-8d7e-4a53-9a4c-2a1e5f0c9d11"])]
     """
-    Unique identifier of one bus message (UUID), the key readers de-duplicate by.
+    Unique identifier of one bus message (UUID), the key readers de-duplicate by. Validators MUST assert this format (draft 2020-12 makes format an annotation unless asked).
     """
     seq: Annotated[int, Field(ge=0)]
     type: Literal["result"]
@@ -199,9 +208,12 @@ class Result(ContractModel):
     """
     Identifier of one agent instance (for example the container name).
     """
-    timestamp: AwareDatetime
+    timestamp: Annotated[
+        Timestamp,
+        Field(examples=["2026-11-27T10:00:00Z", "2026-11-27T11:00:00.250+01:00"]),
+    ]
     """
-    RFC 3339 date-time; producers write UTC with a Z suffix.
+    RFC 3339 date-time; producers write UTC with a Z suffix. Validators MUST assert this format (draft 2020-12 makes format an annotation unless asked).
     """
     status: ResultStatus
     exit_code: exit_code_1.ExitCode
@@ -224,9 +236,9 @@ class Cancel(ContractModel):
     model_config = ConfigDict(
         extra="forbid",
     )
-    id: UUID
+    id: Annotated[MessageId, Field(examples=["0b6a3f0e-8d7e-4a53-9a4c-2a1e5f0c9d11"])]
     """
-    Unique identifier of one bus message (UUID), the key readers de-duplicate by.
+    Unique identifier of one bus message (UUID), the key readers de-duplicate by. Validators MUST assert this format (draft 2020-12 makes format an annotation unless asked).
     """
     type: Literal["cancel"]
     job_id: Annotated[
@@ -239,9 +251,12 @@ class Cancel(ContractModel):
     """
     Identifier of one job, chosen by the controller. Also a directory name and part of Redis keys: letters, digits, dot, underscore and dash, starting with a letter or digit.
     """
-    timestamp: AwareDatetime
+    timestamp: Annotated[
+        Timestamp,
+        Field(examples=["2026-11-27T10:00:00Z", "2026-11-27T11:00:00.250+01:00"]),
+    ]
     """
-    RFC 3339 date-time; producers write UTC with a Z suffix.
+    RFC 3339 date-time; producers write UTC with a Z suffix. Validators MUST assert this format (draft 2020-12 makes format an annotation unless asked).
     """
     reason: Annotated[str | None, Field(max_length=4096)] = None
 

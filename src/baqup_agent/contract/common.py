@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from enum import Enum
-from typing import Annotated
+from typing import Annotated, Any
 
 from baqup_agent._base import ContractModel
 from pydantic import ConfigDict, Field

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from enum import Enum, IntEnum
+from typing import Any
 
 
 class LogLevel(IntEnum):
@@ -20,6 +21,25 @@ class LogLevel(IntEnum):
 
     def __format__(self, format_spec: str) -> str:
         return format(self.value, format_spec)
+
+    @classmethod
+    def __get_pydantic_core_schema__(cls, source: Any, handler: Any) -> Any:
+        """Accept integers only, as JSON Schema's integer enum does.
+
+        pydantic matches enum members by hash, so JSON ``true`` would become member 1
+        and ``1.0`` member 1; the schema rejects booleans, and the strict models reject
+        floats for every other integer field too.
+        """
+
+        def member(value: Any) -> Any:
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ValueError(f"Input should be an integer, not {type(value).__name__}")
+            # a member, not the int: strict validation follows this step
+            return cls(value)
+
+        from pydantic_core import core_schema  # lazy: the enum alone stays pydantic-free
+
+        return core_schema.no_info_before_validator_function(member, handler(source))
 
 
 class LogLevelName(str, Enum):

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from baqup_agent._base import ContractModel
-from pydantic import AwareDatetime, ConfigDict, Field
+from baqup_agent.contract._types import Timestamp
+from pydantic import ConfigDict, Field
 
 from . import log_level
 
@@ -31,9 +32,12 @@ class LogRecord(ContractModel):
     model_config = ConfigDict(
         extra="allow",
     )
-    timestamp: AwareDatetime
+    timestamp: Annotated[
+        Timestamp,
+        Field(examples=["2026-11-27T10:00:00Z", "2026-11-27T11:00:00.250+01:00"]),
+    ]
     """
-    RFC 3339 date-time; producers write UTC with a Z suffix.
+    RFC 3339 date-time; producers write UTC with a Z suffix. Validators MUST assert this format (draft 2020-12 makes format an annotation unless asked).
     """
     level: log_level.LogLevelName
     message: str

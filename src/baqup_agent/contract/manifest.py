@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from baqup_agent._base import ContractModel
-from pydantic import AwareDatetime, ConfigDict, Field
+from baqup_agent.contract._types import Timestamp
+from pydantic import ConfigDict, Field
 
 from . import artifact, common
 
@@ -38,9 +39,12 @@ class Manifest(ContractModel):
     """
     agent_version: Annotated[str, Field(max_length=64, min_length=1)]
     role: common.Role
-    created_at: AwareDatetime
+    created_at: Annotated[
+        Timestamp,
+        Field(examples=["2026-11-27T10:00:00Z", "2026-11-27T11:00:00.250+01:00"]),
+    ]
     """
-    RFC 3339 date-time; producers write UTC with a Z suffix.
+    RFC 3339 date-time; producers write UTC with a Z suffix. Validators MUST assert this format (draft 2020-12 makes format an annotation unless asked).
     """
     artifacts: list[artifact.Artifact]
     source_metadata: dict[str, Any] | None = None

@@ -1,0 +1,621 @@
+"""Writing an agent: subclass ``Agent``, implement ``backup``/``restore``, call ``run()``.
+
+``run()`` does everything the contract asks around the agent's own work: it loads and
+validates the configuration (exit 64 on error, before anything else happens), sets up
+the logger, the bus and the heartbeat thread, installs the signal handlers, drives the
+lifecycle state machine, prepares staging (backup) or opens and verifies the source
+(restore), calls the agent, publishes the output atomically, reports the result exactly
+once and exits with the code of the exit-code taxonomy. ``run_job()`` is the same
+without the process exit, for tests and the conformance suite.
+
+Exit codes (see docs/writing-an-agent.md and schema/exit-code.json):
+
+* 0: success, result delivered; 75: success, result only spooled;
+* 76: ``PartialFailure`` (some artifacts failed, the good ones are published);
+* 1 with status ``cancelled``: SIGTERM/SIGINT/controller cancel before publication;
+* 64: invalid configuration; others: ``errors.classify`` of the exception (unknown -> 70).
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import os
+import re
+import sys
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any, BinaryIO, ClassVar, NoReturn
+
+from baqup_agent.contract import AgentState, ExitCode, HeartbeatIntent, ResultStatus, Role
+from baqup_agent.contract.tables import EXIT_CODES
+from baqup_agent.errors import Cancelled, ConfigError, InternalError, PartialFailure, classify
+from baqup_agent.lifecycle import Cancellation, StateMachine
+from baqup_agent.logger import Logger
+from baqup_agent.progress import ProgressCounter
+
+if TYPE_CHECKING:
+    from baqup_agent.artifacts import ArtifactWriter
+    from baqup_agent.bus import BusClient
+    from baqup_agent.config import Config
+    from baqup_agent.contract import Cancel
+    from baqup_agent.heartbeat import HeartbeatThread
+    from baqup_agent.restore import PublishedOutput
+    from baqup_agent.staging import Staging
+
+PROGRESS_INTERVAL = 1.0
+"""Seconds, at least, between two progress messages sent by ``Context.progress``."""
+
+_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")  # common.json JobId/AgentId
+
+
+class Agent:
+    """Base class of an agent: declare ``name``, ``version``, ``config_schema``; override
+    ``backup`` and/or ``restore``.
+
+    ``config_schema`` is the path of the agent's ``agent-schema.json`` (its own
+    variables only; the base contract is merged in); a relative path is taken from the
+    directory of the file that defines the subclass. ``None`` means the base contract
+    alone.
+    """
+
+    name: ClassVar[str] = ""
+    version: ClassVar[str] = "0.0.0"
+    config_schema: ClassVar[str | os.PathLike[str] | None] = None
+
+    def backup(self, ctx: Context) -> None:
+        """Write the backup's artifacts with ``ctx.artifact(...)``."""
+        raise NotImplementedError(f"{self.agent_name()} does not implement backup")
+
+    def restore(self, ctx: Context) -> None:
+        """Restore from ``ctx.source`` (already verified) into the agent's target."""
+        raise NotImplementedError(f"{self.agent_name()} does not implement restore")
+
+    @classmethod
+    def agent_name(cls) -> str:
+        """``name``, or the class name when the subclass did not set one."""
+        return cls.name or cls.__name__
+
+    @classmethod
+    def schema_path(cls) -> Path | None:
+        """The resolved path of ``config_schema``."""
+        if cls.config_schema is None:
+            return None
+        path = Path(cls.config_schema)
+        if not path.is_absolute():
+            path = Path(inspect.getfile(cls)).resolve().parent / path
+        return path
+
+    @classmethod
+    def main(cls, argv: Sequence[str] | None = None) -> NoReturn:
+        """Run one job with this agent and exit: ``if __name__ == "__main__": MyAgent.main()``."""
+        run(cls, argv=argv)
+
+
+class _Tracked:
+    """A binary reader that counts what it reads as progress and checks for cancellation."""
+
+    def __init__(self, raw: BinaryIO, ctx: Context) -> None:
+        self._raw = raw
+        self._ctx = ctx
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._raw.read(size)
+        self._ctx.progress(bytes=len(data))
+        self._ctx.checkpoint()
+        return data
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:
+        n = self._raw.readinto(buffer)  # type: ignore[attr-defined]
+        count = int(n or 0)
+        self._ctx.progress(bytes=count)
+        self._ctx.checkpoint()
+        return count
+
+    def close(self) -> None:
+        self._raw.close()
+
+    def __enter__(self) -> _Tracked:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class Context:
+    """What ``backup(ctx)`` and ``restore(ctx)`` get: config, logger, progress,
+    cancellation, heartbeat intent, artifact writers (backup) and the verified source
+    (restore)."""
+
+    def __init__(
+        self,
+        *,
+        config: Config,
+        logger: Logger,
+        bus: BusClient,
+        heartbeat: HeartbeatThread,
+        progress: ProgressCounter,
+        cancellation: Cancellation,
+        staging: Staging | None = None,
+        source: PublishedOutput | None = None,
+    ) -> None:
+        self.config = config
+        """The validated configuration (base contract + the agent's schema); secrets are
+        ``Secret`` objects."""
+        self.logger = logger
+        self.role = config.role
+        self.job_id = config.job_id
+        self.agent_id = config.agent_id
+        self.source_metadata: dict[str, Any] = {}
+        """Backup: free-form facts about the source, written into the manifest."""
+        self._bus = bus
+        self._heartbeat = heartbeat
+        self._progress = progress
+        self._cancellation = cancellation
+        self._staging = staging
+        self._source = source
+        self._last_progress_message = 0.0
+
+    # -- progress and liveness --------------------------------------------------------
+
+    def progress(self, *, bytes: int = 0, items: int = 0, message: str | None = None) -> None:
+        """Count ``bytes`` and ``items`` as done.
+
+        Heartbeats carry the counters; a progress message is sent as well when
+        ``message`` is given, or at most once per ``PROGRESS_INTERVAL`` seconds.
+        """
+        self._progress.add(bytes=bytes, items=items)
+        now = time.monotonic()
+        if message is not None or now - self._last_progress_message >= PROGRESS_INTERVAL:
+            self._last_progress_message = now
+            self._bus.send_progress(self._progress.snapshot(), message)
+
+    def set_totals(self, *, bytes: int | None = None, items: int | None = None) -> None:
+        """Declare the expected totals (None leaves one unchanged)."""
+        self._progress.set_totals(bytes=bytes, items=items)
+
+    def heartbeat_intent(
+        self, intent: HeartbeatIntent | str, extend_seconds: float | None = None
+    ) -> None:
+        """Tell the controller what comes next, e.g. ``("extend", 600)`` for a long step."""
+        self._heartbeat.set_intent(HeartbeatIntent(intent), extend_seconds)
+
+    @property
+    def cancelled(self) -> bool:
+        """Whether the job was asked to stop (SIGTERM, SIGINT or a controller cancel)."""
+        return self._cancellation.requested and not self._cancellation.committed
+
+    def checkpoint(self) -> None:
+        """Raise ``errors.Cancelled`` when the job was asked to stop; call it often."""
+        self._cancellation.check()
+
+    def track(self, fileobj: BinaryIO) -> BinaryIO:
+        """Wrap a binary reader so that every read counts as progress and is a checkpoint."""
+        return _Tracked(fileobj, self)  # type: ignore[return-value]
+
+    # -- backup -----------------------------------------------------------------------
+
+    @property
+    def staging(self) -> Staging:
+        """The job's staging area (backup only)."""
+        if self._staging is None:
+            raise InternalError("staging is only available to backup jobs")
+        return self._staging
+
+    @property
+    def work_dir(self) -> Path:
+        """Backup: the job's staging directory, for files the agent writes before it adds
+        them as artifacts (it is discarded when the job fails)."""
+        return self.staging.work_dir
+
+    def artifact(
+        self,
+        filename: str,
+        *,
+        compression: str = "zstd",
+        algorithm: str | None = None,
+        level: int | None = None,
+        threads: int = 0,
+    ) -> ArtifactWriter:
+        """A writer for one artifact: bytes stream to disk, compressed and checksummed in
+        one pass. Use it as a context manager (or call ``close()``); ``algorithm``
+        defaults to ``BAQUP_CHECKSUM_ALGORITHM``; ``threads=-1`` uses every core."""
+        return self.staging.artifact(
+            filename,
+            compression=compression,
+            algorithm=algorithm or str(self.config["BAQUP_CHECKSUM_ALGORITHM"]),
+            level=level,
+            threads=threads,
+        )
+
+    def fail_artifact(self, filename: str, error: BaseException | str) -> None:
+        """Record that one artifact failed: the others are still published, exit 76."""
+        self.staging.fail_artifact(filename, error)
+
+    # -- restore ----------------------------------------------------------------------
+
+    @property
+    def source(self) -> PublishedOutput:
+        """Restore: the published output named by ``BAQUP_RESTORE_SOURCE``; its manifest
+        and every checksum were verified before ``restore()`` was called."""
+        if self._source is None:
+            raise InternalError("the restore source is only available to restore jobs")
+        return self._source
+
+    def open_artifact(self, filename: str) -> BinaryIO:
+        """Restore: a decompressing reader of one artifact of the source, tracked as
+        progress and checkpoints."""
+        return self.track(self.source.open_artifact(filename))
+
+    def extract_tar(self, fileobj: IO[bytes], target: str | os.PathLike[str]) -> None:
+        """Extract a tar stream into ``target`` safely: no entry may escape it."""
+        from baqup_agent.archive import extract_tar
+
+        extract_tar(fileobj, Path(target), logger=self.logger)
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    """How the job ended: what the result message says and the exit code."""
+
+    status: ResultStatus
+    exit_code: ExitCode
+    retryable: bool
+    error: str | None = None
+    output_path: str | None = None
+    artifacts: int = 0
+    bytes: int = 0
+
+
+class _Job:
+    """One run of an agent, from the loaded configuration to the exit code."""
+
+    def __init__(
+        self,
+        agent: Agent,
+        config: Config,
+        *,
+        started: float,
+        install_signals: bool,
+        log_stream: IO[str] | None,
+        exit_process: Callable[[int], NoReturn],
+    ) -> None:
+        self.agent = agent
+        self.config = config
+        self.started = started
+        self.role = config.role
+        self.logger = Logger(
+            config.job_id,
+            config.agent_id,
+            level=str(config["BAQUP_LOG_LEVEL"]),
+            format=str(config["BAQUP_LOG_FORMAT"]),
+            stream=log_stream,
+        )
+        self.install_signals = install_signals
+        self.exit_process = exit_process
+        self.progress = ProgressCounter()
+        self.staging: Staging | None = None
+        self.outcome: _Outcome | None = None
+        self._report_lock = threading.Lock()
+        self._reported: bool | None = None  # None until reported; then delivered or not
+
+    def run(self) -> int:
+        from baqup_agent.bus import BusClient
+        from baqup_agent.heartbeat import HeartbeatThread
+
+        try:
+            self.bus = BusClient(self.config, self.logger)
+        except Exception as exc:  # no bus, so no report: the exit code is all there is
+            summary = classify(exc)
+            self.logger.fatal("could not set up the bus", exc=exc, exit_code=summary.exit_code)
+            return int(summary.exit_code)
+        self.machine = StateMachine(on_change=self._send_state)
+        self.cancellation = Cancellation(
+            float(self.config["BAQUP_GRACE_PERIOD"]),
+            self.logger,
+            on_request=self._on_cancel_request,
+            on_force_exit=self._force_exit,
+            exit_process=self.exit_process,
+        )
+        if self.install_signals:
+            self.cancellation.install_signal_handlers()
+        self.heartbeat = HeartbeatThread(
+            self.bus,
+            self.config.agent_id,
+            float(self.config["BAQUP_HEARTBEAT_INTERVAL"]),
+            self.logger,
+            state=lambda: self.machine.state,
+            progress=self.progress.snapshot,
+        )
+        try:
+            self.bus.on_cancel(self._on_bus_cancel)
+            self.machine.announce()
+            self.heartbeat.start()
+            outcome = self._execute()
+            self._finish(outcome)
+        finally:
+            self.heartbeat.stop()
+            self.bus.close()  # its last replay may still deliver a spooled result
+            self.cancellation.stop()
+            self.cancellation.restore_signal_handlers()
+        code = _exit_code(outcome, self.bus.result_delivered)
+        self.logger.info(
+            "job finished",
+            status=outcome.status,
+            exit_code=code,
+            duration_seconds=round(time.monotonic() - self.started, 3),
+            output_path=outcome.output_path,
+        )
+        return int(code)
+
+    # -- the job ------------------------------------------------------------------------
+
+    def _execute(self) -> _Outcome:
+        """Run the job; return its outcome, whatever happens."""
+        try:
+            ctx = self._prepare()
+            self.machine.transition(AgentState.RUNNING)
+            self.logger.info(
+                "job started",
+                agent=self.agent.agent_name(),
+                agent_version=self.agent.version,
+                role=self.role,
+            )
+            if self.role is Role.BACKUP:
+                self.agent.backup(ctx)
+            else:
+                ctx.source.verify()  # DataError (65) before the agent writes anything
+                self.agent.restore(ctx)
+            self.machine.transition(AgentState.COMPLETING)
+            self.heartbeat.set_intent(HeartbeatIntent.COMPLETING)
+            with self.cancellation.commit():
+                self.outcome = self._publish(ctx)
+            return self.outcome
+        except BaseException as exc:  # every failure is reported, whatever its type
+            return self._failed(exc)
+
+    def _prepare(self) -> Context:
+        """Set up what the role needs, in the initializing state."""
+        source: PublishedOutput | None = None
+        if self.role is Role.BACKUP:
+            from baqup_agent.staging import Staging
+
+            self.staging = Staging(
+                self.config["BAQUP_STAGING_DIR"], self.config.job_id, self.logger
+            )
+            self.staging.prepare()
+        else:
+            from baqup_agent.restore import PublishedOutput
+
+            source = PublishedOutput.open(Path(self.config["BAQUP_RESTORE_SOURCE"]))
+        return Context(
+            config=self.config,
+            logger=self.logger,
+            bus=self.bus,
+            heartbeat=self.heartbeat,
+            progress=self.progress,
+            cancellation=self.cancellation,
+            staging=self.staging,
+            source=source,
+        )
+
+    def _publish(self, ctx: Context) -> _Outcome:
+        """Backup: publish the staged output (the point of no return). Restore: done."""
+        snapshot = self.progress.snapshot()
+        if self.staging is None:
+            return _Outcome(
+                ResultStatus.SUCCESS, ExitCode.SUCCESS, False, bytes=snapshot.bytes_done
+            )
+        status, code, error = ResultStatus.SUCCESS, ExitCode.SUCCESS, None
+        try:
+            path = self.staging.publish(
+                agent=self.agent.agent_name(),
+                agent_version=self.agent.version,
+                role=self.role,
+                source_metadata=ctx.source_metadata or None,
+            )
+        except PartialFailure as exc:  # raised after the good artifacts were published
+            summary = classify(exc)
+            status, code, error = ResultStatus.PARTIAL, summary.exit_code, summary.message
+            path = self.staging.output_dir
+        manifest = self.staging.manifest
+        assert manifest is not None  # set by a publication, even a partial one
+        return _Outcome(
+            status,
+            code,
+            EXIT_CODES[code].retryable,
+            error=error,
+            output_path=str(path),
+            artifacts=len(manifest.artifacts),
+            bytes=sum(a.size_bytes for a in manifest.artifacts),
+        )
+
+    def _failed(self, exc: BaseException) -> _Outcome:
+        summary = classify(exc)
+        if isinstance(exc, Cancelled):
+            status = ResultStatus.CANCELLED
+            self.logger.warn("job cancelled", reason=summary.message, exit_code=summary.exit_code)
+        else:
+            status = ResultStatus.FAILED
+            self.logger.error("job failed", exc=exc, exit_code=summary.exit_code)
+        self.outcome = _Outcome(status, summary.exit_code, summary.retryable, summary.message)
+        self.heartbeat.set_intent(HeartbeatIntent.FAILING)
+        self._discard()
+        return self.outcome
+
+    def _discard(self) -> None:
+        """Remove the staging directory of a job that will publish nothing."""
+        if self.staging is None:
+            return
+        try:
+            self.staging.discard()
+        except Exception as exc:  # the next run for the job cleans a leftover up
+            self.logger.error("could not discard staging", exc=exc)
+
+    def _finish(self, outcome: _Outcome) -> None:
+        """Enter the final state and report the result (once)."""
+        self.heartbeat.stop()  # no heartbeat after the result
+        self._enter_final(outcome)
+        self._report(outcome)
+
+    def _enter_final(self, outcome: _Outcome) -> None:
+        """Terminated when the job did its work (published output counts), else failed."""
+        done = outcome.status in (ResultStatus.SUCCESS, ResultStatus.PARTIAL)
+        state = AgentState.TERMINATED if done else AgentState.FAILED
+        try:
+            if self.machine.can(state):
+                self.machine.transition(state, outcome.error)
+        except Exception as exc:  # the result still has to go out
+            self.logger.error("could not report the final state", exc=exc)
+
+    def _report(self, outcome: _Outcome) -> bool:
+        """Send the result, exactly once per job; whether it reached the controller."""
+        with self._report_lock:
+            if self._reported is not None:
+                return self._reported
+            try:
+                self._reported = self.bus.send_result(
+                    outcome.status,
+                    outcome.exit_code,
+                    outcome.retryable,
+                    round(time.monotonic() - self.started, 3),
+                    error=outcome.error,
+                    output_path=outcome.output_path,
+                    artifacts=outcome.artifacts,
+                    bytes=outcome.bytes,
+                )
+            except Exception as exc:
+                self.logger.error("could not report the result", exc=exc)
+                self._reported = False
+            return self._reported
+
+    # -- callbacks ----------------------------------------------------------------------
+
+    def _send_state(
+        self, to_state: AgentState, from_state: AgentState | None, reason: str | None
+    ) -> None:
+        self.logger.debug("state changed", from_state=from_state, to_state=to_state)
+        self.bus.send_state_change(to_state, from_state, reason)
+
+    def _on_bus_cancel(self, message: Cancel) -> None:
+        reason = message.reason
+        self.cancellation.request(f"controller cancel: {reason}" if reason else "controller cancel")
+
+    def _on_cancel_request(self, reason: str) -> None:
+        self.heartbeat.set_intent(HeartbeatIntent.FAILING)
+
+    def _force_exit(self, why: str, may_discard: bool, deadline: float) -> int:
+        """The watchdog's exit (grace period over, or a second signal): runs in its thread."""
+        outcome = self.outcome
+        if outcome is None:
+            if may_discard:
+                self._discard()
+            outcome = _Outcome(
+                ResultStatus.CANCELLED,
+                Cancelled.exit_code,
+                EXIT_CODES[Cancelled.exit_code].retryable,
+                f"Cancelled: {self.cancellation.reason or 'cancelled'} ({why})",
+            )
+        delivered: list[bool] = []
+
+        def report() -> None:
+            self._enter_final(outcome)
+            delivered.append(self._report(outcome))
+
+        # The bus may be slow or held by the job thread: report only within the deadline.
+        reporter = threading.Thread(target=report, name="baqup-final-report", daemon=True)
+        reporter.start()
+        reporter.join(timeout=max(0.0, deadline - time.monotonic()))
+        return int(_exit_code(outcome, bool(delivered and delivered[0])))
+
+
+def _exit_code(outcome: _Outcome, delivered: bool) -> ExitCode:
+    """A success whose result could only be spooled ends with 75; anything else as is."""
+    if outcome.exit_code == ExitCode.SUCCESS and not delivered:
+        return ExitCode.COMPLETED_UNREPORTED
+    return outcome.exit_code
+
+
+def _config_error_logger(environ: Mapping[str, str], stream: IO[str] | None) -> Logger:
+    """A logger for configuration errors, built from whatever the environment gives."""
+
+    def ident(name: str) -> str:
+        value = environ.get(name, "")
+        return value if _ID_PATTERN.fullmatch(value) else "unknown"
+
+    fmt = "text" if environ.get("BAQUP_LOG_FORMAT") == "text" else "json"
+    return Logger(ident("BAQUP_JOB_ID"), ident("BAQUP_AGENT_ID"), format=fmt, stream=stream)
+
+
+def run_job(
+    agent: Agent | type[Agent],
+    *,
+    environ: Mapping[str, str] | None = None,
+    install_signals: bool = True,
+    log_stream: IO[str] | None = None,
+    exit_process: Callable[[int], NoReturn] = os._exit,
+) -> int:
+    """Run one job in this process and return its exit code (``run()`` without the exit).
+
+    ``environ`` replaces ``os.environ``; ``install_signals=False`` leaves the process's
+    signal handlers alone (they can only be installed from the main thread anyway);
+    ``exit_process`` is what a forced exit calls (default ``os._exit``).
+    """
+    from baqup_agent.config import load_config
+
+    started = time.monotonic()
+    instance = agent() if isinstance(agent, type) else agent
+    env: Mapping[str, str] = os.environ if environ is None else environ
+    try:
+        config = load_config(instance.schema_path(), environ=env)
+    except ConfigError as exc:
+        logger = _config_error_logger(env, log_stream)
+        for problem in exc.problems:
+            logger.error(
+                "invalid configuration",
+                variable=problem.variable,
+                problem=problem.message,
+                keyword=problem.keyword,
+            )
+        logger.fatal(str(exc), exit_code=ExitCode.USAGE_CONFIG_ERROR)
+        return int(ExitCode.USAGE_CONFIG_ERROR)
+    except Exception as exc:  # e.g. an unreadable agent schema: a broken agent
+        summary = classify(exc)
+        _config_error_logger(env, log_stream).fatal(
+            "could not load the configuration", exc=exc, exit_code=summary.exit_code
+        )
+        return int(summary.exit_code)
+    job = _Job(
+        instance,
+        config,
+        started=started,
+        install_signals=install_signals,
+        log_stream=log_stream,
+        exit_process=exit_process,
+    )
+    return job.run()
+
+
+def run(
+    agent: Agent | type[Agent],
+    *,
+    argv: Sequence[str] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> NoReturn:
+    """Run one job with ``agent`` as configured by the environment, then exit the process
+    with the job's exit code."""
+    cls = agent if isinstance(agent, type) else type(agent)
+    parser = argparse.ArgumentParser(
+        prog=cls.agent_name(),
+        description=f"baqup agent {cls.agent_name()} {cls.version}: runs one backup or "
+        "restore job configured by BAQUP_* environment variables.",
+    )
+    parser.add_argument("--version", action="version", version=f"{cls.agent_name()} {cls.version}")
+    parser.parse_args(argv)
+    code = run_job(agent, environ=environ)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    sys.exit(code)

@@ -1,0 +1,193 @@
+"""§4 Output: atomic publication, the manifest and its checksums, restore round trip."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from baqup_agent.conformance.checks._base import (
+    CheckInput,
+    NotApplicable,
+    exit_text,
+    must,
+    note,
+    should,
+)
+from baqup_agent.conformance.fixture import compare_trees
+from baqup_agent.conformance.report import Finding, Level
+from baqup_agent.conformance.runner import Run, expand
+from baqup_agent.conformance.schemas import schema_errors
+from baqup_agent.contract import ExitCode
+
+MANIFEST = "manifest.json"
+
+
+def atomic_publication(inp: CheckInput) -> Iterator[Finding]:
+    """While the agent ran, its output was never visible half-written."""
+    for run in inp.runs:
+        problem = _first_partial_view(run)
+        if problem:
+            yield must(problem[0], run, problem[1])
+        if run.published_after and run.staging_left:
+            yield must(f".staging/{run.job_id} left behind after publication", run)
+
+
+def _first_partial_view(run: Run) -> tuple[str, str] | None:
+    complete: dict[str, tuple[int, int]] | None = None
+    for snap in run.snapshots:
+        files = sorted(snap.files)
+        if complete is not None:
+            if snap.files != complete:
+                return "the published output changed after it appeared", f"files {files}"
+            continue
+        if snap.manifest is None:
+            return f"{run.job_id}/ was visible without {MANIFEST}", f"files {files}"
+        if snap.manifest == "" or not isinstance(snap.manifest, dict):
+            return f"{run.job_id}/{MANIFEST} was visible half-written", f"files {files}"
+        listed = {
+            a.get("filename") for a in snap.manifest.get("artifacts") or [] if isinstance(a, dict)
+        }
+        present = set(snap.files) - {MANIFEST}
+        if present != listed:
+            return (
+                f"{run.job_id}/ was visible with files that differ from its manifest",
+                f"present {sorted(present)}, listed {sorted(str(x) for x in listed)}",
+            )
+        complete = snap.files
+    return None
+
+
+def manifest(inp: CheckInput) -> Iterator[Finding]:
+    """A successful backup publishes a valid manifest whose sizes and checksums match."""
+    for run in inp.runs:
+        yield from manifest_findings(run)
+
+
+def manifest_findings(run: Run) -> Iterator[Finding]:
+    """The manifest check for one backup run (also the round trip's precondition)."""
+    out = run.output
+    if not (out / MANIFEST).is_file():
+        yield must(f"no {MANIFEST} published at {out} ({exit_text(run.exit_code)})", run)
+        return
+    try:
+        data = json.loads((out / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        yield must(f"{MANIFEST} is not JSON: {exc}", run)
+        return
+    errors = schema_errors("manifest.json", data)
+    if errors:
+        yield must(f"{MANIFEST} is not valid: " + "; ".join(errors), run)
+        return
+    if data["job_id"] != run.job_id:
+        yield must(f"manifest job_id {data['job_id']!r}, expected {run.job_id!r}", run)
+    if data["role"] != "backup":
+        yield must(f"manifest role {data['role']!r}, expected 'backup'", run)
+    names = [a["filename"] for a in data["artifacts"]]
+    if len(set(names)) != len(names):
+        yield must("the manifest lists an artifact twice", run, str(names))
+    for artifact in data["artifacts"]:
+        yield from _artifact_findings(run, out, artifact)
+    files = {p.relative_to(out).as_posix() for p in out.rglob("*") if not p.is_dir()}
+    unlisted = files - set(names) - {MANIFEST}
+    if unlisted:
+        yield must(
+            "files in the output that the manifest does not list", run, str(sorted(unlisted))
+        )
+
+
+def _artifact_findings(run: Run, out: Path, artifact: dict[str, Any]) -> Iterator[Finding]:
+    name = artifact["filename"]
+    path = out / name
+    if not path.is_file() or path.is_symlink():
+        yield must(f"artifact {name} is not a regular file in the output", run)
+        return
+    size = path.stat().st_size
+    if size != artifact["size_bytes"]:
+        yield must(
+            f"artifact {name}: {size} bytes, the manifest says {artifact['size_bytes']}", run
+        )
+    algorithm = artifact["checksum_algorithm"]
+    digest = file_digest(path, algorithm)
+    if digest is None:
+        yield note(f"artifact {name}: {algorithm} is not available here, checksum not verified")
+    elif digest != artifact["checksum_value"]:
+        expected = artifact["checksum_value"]
+        yield must(f"artifact {name}: {algorithm} {digest}, the manifest says {expected}", run)
+
+
+def file_digest(path: Path, algorithm: str) -> str | None:
+    """Hex digest of a file, None when the algorithm's module is not installed."""
+    if algorithm == "blake3":
+        try:
+            import blake3
+        except ImportError:
+            return None
+        hasher: Any = blake3.blake3()
+    elif algorithm == "blake2b":
+        hasher = hashlib.blake2b()
+    else:
+        hasher = hashlib.new(algorithm)
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            hasher.update(chunk)
+    return str(hasher.hexdigest())
+
+
+def output_permissions(inp: CheckInput) -> Iterator[Finding]:
+    """Published files and directories are not readable by other users."""
+    for run in inp.runs:
+        if not run.output.exists():
+            continue
+        for path in [run.output, *run.output.rglob("*")]:
+            mode = path.lstat().st_mode & 0o777
+            if mode & 0o004:
+                rel = path.relative_to(run.staging).as_posix()
+                yield should(f"{rel} is world-readable (mode {mode:o})", run)
+                break
+
+
+def round_trip(inp: CheckInput) -> Iterator[Finding]:
+    """Restoring the backup's output reproduces the fixture byte for byte."""
+    run = _restore_run(inp, "restore")
+    command = inp.ctx.compare_command
+    if command:
+        argv = [expand(a, run, inp.ctx) for a in command]
+        proc = subprocess.run(
+            argv, capture_output=True, text=True, timeout=inp.ctx.timeout, cwd=inp.ctx.cwd
+        )
+        if proc.returncode != 0:
+            output = (proc.stdout + proc.stderr).strip()
+            yield must(f"the compare command exited {proc.returncode}", run, output[-2000:])
+        return
+    for diff in compare_trees(inp.ctx.fixture, run.target):
+        yield must(f"restored tree differs from the fixture: {diff}", run, exit_text(run.exit_code))
+
+
+def restore_verifies(inp: CheckInput) -> Iterator[Finding]:
+    """A restore of an output whose artifact does not match its checksum exits 65."""
+    run = _restore_run(inp, "restore-corrupt")
+    if run.exit_code != int(ExitCode.DATA_ERROR):
+        yield must(
+            f"{exit_text(run.exit_code)} restoring an artifact that fails its checksum; "
+            "expected 65 (DATA_ERROR)",
+            run,
+        )
+    written = sorted(p.relative_to(run.target).as_posix() for p in run.target.rglob("*"))
+    if written:
+        yield should(
+            "the restore wrote into the target before verifying checksums", run, str(written[:5])
+        )
+
+
+def _restore_run(inp: CheckInput, name: str) -> Run:
+    run = inp.run(name)
+    if run.skipped:
+        raise NotApplicable(run.skipped)
+    backup = inp.all_runs.get("backup")
+    if backup is not None and any(f.level is Level.MUST for f in manifest_findings(backup)):
+        raise NotApplicable("the backup's output is not valid (see the manifest check)")
+    return run

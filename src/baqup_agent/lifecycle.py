@@ -1,0 +1,249 @@
+"""Lifecycle (contract section 1): the state machine and cancellation.
+
+``StateMachine`` enforces the transitions of ``schema/agent-state.json`` (through the
+generated ``contract.tables.TRANSITIONS``) and reports every change to a callback, which
+``run()`` wires to the bus.
+
+``Cancellation`` turns SIGTERM, SIGINT and a controller cancel into a flag the job polls
+at its checkpoints, and enforces the grace period:
+
+* the first request sets the flag; the job's next ``checkpoint()`` raises
+  ``errors.Cancelled``, ``run()`` discards staging, reports status ``cancelled`` and
+  exits 1 (GENERAL_FAILURE): a cancelled job never exits 0;
+* if the job has not stopped ``BAQUP_GRACE_PERIOD`` seconds after the first request
+  (minus a small reserve to discard and report), a watchdog thread forces the exit;
+* a second signal forces the exit at once;
+* the forced exit discards staging (unless publication is under way), reports the
+  result when it can within the remaining time, and ends the process with
+  ``os._exit`` and the code the caller's ``on_force_exit`` returns (1 before
+  publication).
+
+Publication is the point of no return: ``Cancellation.commit()`` guards it. A cancel
+that arrives once the guard is entered no longer interrupts the job: the output is
+published, and the job ends as a finished job does (0, or 75/76). A forced exit waits
+for a publication in progress (within the grace period), so it never removes files
+from under a rename.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from types import FrameType
+from typing import TYPE_CHECKING, NoReturn
+
+from baqup_agent.contract import AgentState
+from baqup_agent.contract.tables import FINAL_STATES, INITIAL_STATE, TRANSITIONS
+from baqup_agent.errors import Cancelled, IllegalTransition
+
+if TYPE_CHECKING:
+    from baqup_agent.logger import Logger
+
+StateCallback = Callable[[AgentState, "AgentState | None", "str | None"], None]
+"""Called with (to_state, from_state, reason) after every transition."""
+
+HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+MAX_EXIT_RESERVE = 2.0
+"""Seconds, at most, that a forced exit keeps for itself inside the grace period."""
+
+
+class StateMachine:
+    """The agent's lifecycle state, moved only along the generated transition table.
+
+    Thread-safe: the job thread moves it and the heartbeat thread reads ``state``.
+    """
+
+    def __init__(self, on_change: StateCallback | None = None) -> None:
+        self._lock = threading.Lock()
+        self._state = INITIAL_STATE
+        self._on_change = on_change
+        self.history: list[AgentState] = [INITIAL_STATE]
+        """Every state entered, in order (the initial one first)."""
+
+    @property
+    def state(self) -> AgentState:
+        """The current state."""
+        return self._state
+
+    @property
+    def final(self) -> bool:
+        """Whether the current state is final (terminated or failed)."""
+        return self._state in FINAL_STATES
+
+    def can(self, to_state: AgentState) -> bool:
+        """Whether moving to ``to_state`` now is allowed."""
+        return to_state in TRANSITIONS[self._state]
+
+    def announce(self) -> None:
+        """Report the initial state to the callback (from_state None), once at start."""
+        if self._on_change is not None:
+            self._on_change(self._state, None, None)
+
+    def transition(self, to_state: AgentState, reason: str | None = None) -> None:
+        """Move to ``to_state``; raise ``IllegalTransition`` when the table forbids it."""
+        with self._lock:
+            from_state = self._state
+            if to_state not in TRANSITIONS[from_state]:
+                raise IllegalTransition(f"illegal state transition {from_state} -> {to_state}")
+            self._state = to_state
+            self.history.append(to_state)
+        if self._on_change is not None:
+            self._on_change(to_state, from_state, reason)
+
+
+ForceExit = Callable[[str, bool, float], int]
+"""Called by a forced exit with (why, may_discard, deadline); returns the exit code.
+
+``may_discard`` is False when a publication holds the guard past the deadline: staging
+must then be left alone (the next run for the job cleans it up). ``deadline`` is a
+``time.monotonic()`` value by which the process must be gone.
+"""
+
+
+class Cancellation:
+    """The cancellation flag of one job, its signal handlers and its grace-period watchdog.
+
+    ``request()`` may be called from any thread (a bus cancel) or from a signal handler.
+    The signal handler only sets events: logging and the timer run in the watchdog
+    thread, because writing to a stream from inside a signal handler can re-enter the
+    stream's buffer.
+    """
+
+    def __init__(
+        self,
+        grace_period: float,
+        logger: Logger,
+        *,
+        on_request: Callable[[str], None] | None = None,
+        on_force_exit: ForceExit | None = None,
+        exit_process: Callable[[int], NoReturn] = os._exit,
+    ) -> None:
+        self.grace_period = float(grace_period)
+        self._logger = logger
+        self._on_request = on_request
+        self._on_force_exit = on_force_exit
+        self._exit_process = exit_process
+        self._requested = threading.Event()
+        self._wake = threading.Event()  # a first request, or the job stopped
+        self._force = threading.Event()
+        self._stopped = threading.Event()
+        self._guard = threading.Lock()
+        self._committed = False
+        self._signals = 0
+        self._requested_at = 0.0
+        self.reason: str | None = None
+        """Why cancellation was requested (None while it was not)."""
+        self._watchdog = threading.Thread(target=self._watch, name="baqup-watchdog", daemon=True)
+        self._watchdog.start()
+        self._previous_handlers: dict[int, object] = {}
+
+    # -- the flag ---------------------------------------------------------------------
+
+    @property
+    def requested(self) -> bool:
+        """Whether a cancel was requested (even one that came after the point of no return)."""
+        return self._requested.is_set()
+
+    @property
+    def committed(self) -> bool:
+        """Whether publication has begun: cancels no longer interrupt the job."""
+        return self._committed
+
+    def check(self) -> None:
+        """Raise ``Cancelled`` when a cancel is pending and publication has not begun."""
+        if self._requested.is_set() and not self._committed:
+            raise Cancelled(self.reason or "cancelled")
+
+    def request(self, reason: str) -> None:
+        """Ask the job to stop at its next checkpoint; repeated requests change nothing."""
+        if self._requested.is_set():
+            return
+        self.reason = reason
+        self._requested_at = time.monotonic()
+        self._requested.set()
+        self._wake.set()
+
+    @contextlib.contextmanager
+    def commit(self) -> Iterator[None]:
+        """Guard publication, the point of no return.
+
+        Raises ``Cancelled`` on entry when a cancel is pending. Inside, later cancels no
+        longer interrupt the job, and a forced exit waits for the block to end before it
+        touches staging.
+        """
+        with self._guard:
+            self.check()
+            self._committed = True
+            yield
+
+    def stop(self) -> None:
+        """The job has stopped (result reported): disarm the watchdog and let it end."""
+        self._stopped.set()
+        self._wake.set()
+        self._force.set()
+
+    # -- signals ----------------------------------------------------------------------
+
+    def install_signal_handlers(self) -> bool:
+        """Handle SIGTERM and SIGINT; False when not in the main thread (nothing installed)."""
+        if threading.current_thread() is not threading.main_thread():
+            return False
+        for signum in HANDLED_SIGNALS:
+            self._previous_handlers[signum] = signal.signal(signum, self._handle_signal)
+        return True
+
+    def restore_signal_handlers(self) -> None:
+        """Put back the handlers that ``install_signal_handlers`` replaced."""
+        for signum, handler in self._previous_handlers.items():
+            signal.signal(signum, handler)  # type: ignore[arg-type]
+        self._previous_handlers.clear()
+
+    def _handle_signal(self, signum: int, frame: FrameType | None) -> None:
+        self._signals += 1
+        if self._signals == 1:
+            self.request(f"received {signal.Signals(signum).name}")
+        else:
+            self._force.set()
+
+    # -- the watchdog -----------------------------------------------------------------
+
+    def _watch(self) -> None:
+        self._wake.wait()
+        if self._stopped.is_set():
+            return
+        if self._on_request is not None:
+            self._on_request(self.reason or "cancelled")
+        reserve = min(MAX_EXIT_RESERVE, 0.2 * self.grace_period)
+        deadline = self._requested_at + self.grace_period
+        self._logger.warn(
+            "cancellation requested; stopping at the next checkpoint",
+            reason=self.reason,
+            grace_period=self.grace_period,
+        )
+        forced = self._force.wait(timeout=max(0.0, deadline - reserve - time.monotonic()))
+        if self._stopped.is_set():
+            return
+        why = "second signal" if forced else "grace period expired"
+        self._force_exit(why, deadline)
+
+    def _force_exit(self, why: str, deadline: float) -> NoReturn:
+        self._logger.error(f"forced exit: {why}", reason=self.reason)
+        # Wait for a publication in progress rather than remove files under its rename;
+        # the guard is then kept so that no publication starts after this point.
+        may_discard = self._guard.acquire(timeout=max(0.0, deadline - time.monotonic()))
+        code = 1
+        if self._on_force_exit is not None:
+            try:
+                code = self._on_force_exit(why, may_discard, deadline)
+            except BaseException as exc:  # the exit below must happen whatever went wrong
+                self._logger.error("forced exit clean-up failed", exc=exc)
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(OSError, ValueError):  # closed or broken: nothing to say
+                stream.flush()
+        self._exit_process(code)

@@ -1,0 +1,108 @@
+"""Path safety (contract section 7): keep every path an agent handles inside its boundary.
+
+``validate_path`` answers "is this path inside that directory, once symlinks are
+resolved?"; ``safe_join`` builds such a path or raises ``DataError``; ``relative_parts``
+is the one name check shared with archive extraction.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from functools import cache
+from pathlib import Path
+
+from baqup_agent.errors import DataError
+
+# Linux limits: one name component and a whole path (without the terminating NUL).
+NAME_MAX = 255
+PATH_MAX = 4095
+
+
+def validate_path(path: str | os.PathLike[str], boundary: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` stays inside ``boundary`` (the boundary itself counts as inside).
+
+    A relative ``path`` is taken relative to ``boundary``. Returns False for an empty
+    path, a NUL byte, any ``..`` segment (even one that would land back inside), and
+    any path that, after resolving symlinks (of both sides, as far as they exist),
+    lies outside the boundary. Never raises for a bad path.
+    """
+    try:
+        raw, root = os.fspath(path), os.fspath(boundary)
+        if not isinstance(raw, str) or not isinstance(root, str):
+            return False
+        if not raw or not root or "\x00" in raw or "\x00" in root:
+            return False
+        if ".." in raw.split("/"):
+            return False
+        real_root = os.path.realpath(root)
+        real = os.path.realpath(os.path.join(real_root, raw))
+        return os.path.commonpath([real_root, real]) == real_root
+    except (OSError, ValueError, TypeError):
+        return False
+
+
+def relative_parts(name: str) -> tuple[str, ...]:
+    """The components of a relative ``name``, with empty and ``.`` segments dropped.
+
+    Raises ``DataError`` for a NUL byte, an absolute name, a ``..`` segment, a component
+    longer than ``NAME_MAX`` bytes or a name longer than ``PATH_MAX`` bytes. An empty
+    result means the name denotes the base directory itself ("", ".", "./").
+    """
+    if "\x00" in name:
+        raise DataError(f"unsafe name {name!r}: NUL byte")
+    if name.startswith("/"):
+        raise DataError(f"unsafe name {name!r}: absolute")
+    parts = tuple(p for p in name.split("/") if p not in ("", "."))
+    if ".." in parts:
+        raise DataError(f"unsafe name {name!r}: '..' segment")
+    encoded = [os.fsencode(p) for p in parts]
+    if any(len(p) > NAME_MAX for p in encoded) or sum(len(p) + 1 for p in encoded) > PATH_MAX:
+        raise DataError(f"unsafe name {name[:64]!r}...: too long")
+    return parts
+
+
+def safe_join(boundary: str | os.PathLike[str], relative: str) -> Path:
+    """``boundary / relative``, checked: raises ``DataError`` unless it names an entry inside.
+
+    ``relative`` must pass ``relative_parts`` and must not denote the boundary itself;
+    the joined path must also pass ``validate_path`` (no symlink on the way leads out).
+    """
+    parts = relative_parts(relative)
+    if not parts:
+        raise DataError(f"unsafe name {relative!r}: names no entry")
+    joined = Path(boundary, *parts)
+    if not validate_path(joined, boundary):
+        raise DataError(f"unsafe name {relative!r}: resolves outside {os.fspath(boundary)!r}")
+    return joined
+
+
+@cache
+def _field_rules(model: str, field: str) -> tuple[re.Pattern[str], int | None]:
+    # The rules live in the schemas; take them from the generated model.
+    import baqup_agent.contract
+
+    metadata = getattr(baqup_agent.contract, model).model_fields[field].metadata
+    pattern = next(m.pattern for m in metadata if getattr(m, "pattern", None))
+    max_length = next((m.max_length for m in metadata if getattr(m, "max_length", None)), None)
+    return re.compile(pattern), max_length
+
+
+def is_artifact_filename(filename: str) -> bool:
+    """Whether ``filename`` is a valid ``Artifact.filename`` (schema/artifact.json).
+
+    Relative, '/'-separated, each segment starting with a letter, digit or underscore
+    (so none is empty, '.' or '..'), and no segment longer than ``NAME_MAX``.
+    """
+    pattern, max_length = _field_rules("Artifact", "filename")
+    return (
+        (max_length is None or len(filename) <= max_length)
+        and pattern.fullmatch(filename) is not None
+        and all(len(p) <= NAME_MAX for p in filename.split("/"))
+    )
+
+
+def is_job_id(job_id: str) -> bool:
+    """Whether ``job_id`` is a valid job id (schema/common.json), hence a safe directory name."""
+    pattern, _ = _field_rules("Manifest", "job_id")
+    return pattern.fullmatch(job_id) is not None

@@ -1,0 +1,298 @@
+"""Reading a job's events, for controllers and people: ``JobEvents`` and ``watch``.
+
+Messages come from the Redis events stream (plus the result key, for a stream that
+was trimmed or expired) and from the spool's events.jsonl; each is validated
+against the contract, invalid entries are logged and skipped, and a message seen in
+both places (a replayed one) is kept once, by id.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
+
+from pydantic import ValidationError
+
+from baqup_agent.bus import connect_redis, entry_messages, is_redis_error
+from baqup_agent.contract import (
+    BusMessage,
+    Cancel,
+    ExitCode,
+    Heartbeat,
+    LogLevel,
+    Progress,
+    ProgressUpdate,
+    Result,
+    StateChange,
+)
+from baqup_agent.keys import EVENTS_FILE, default_spool_dir, job_keys
+from baqup_agent.logger import Logger
+from baqup_agent.redaction import redact
+from baqup_agent.secret import Secret
+from baqup_agent.spool import read_lines
+
+if TYPE_CHECKING:
+    from baqup_agent.bus import RedisClient
+
+Message = StateChange | Heartbeat | ProgressUpdate | Result | Cancel
+"""One validated bus message (the root of ``BusMessage``)."""
+
+XRANGE_PAGE = 1000
+
+
+class JobEvents:
+    """The events of one job, from Redis and/or a spool directory.
+
+    ``read()`` returns everything there is now; ``follow()`` yields the history and
+    then new messages as they arrive. Neither raises because Redis is unreachable
+    (that is logged; the spool is still read) unless there is no spool to fall back on.
+    """
+
+    def __init__(
+        self,
+        job_id: str,
+        *,
+        redis_url: str | Secret | None = None,
+        spool_dir: str | Path | None = None,
+        password: str | Secret | None = None,
+        logger: Logger | None = None,
+        connect_timeout: float = 2.0,
+        command_timeout: float = 5.0,
+    ) -> None:
+        if redis_url is None and spool_dir is None:
+            raise ValueError("JobEvents needs a Redis URL, a spool directory, or both")
+        self.job_id = job_id
+        self.keys = job_keys(job_id)
+        self._url = redis_url.reveal() if isinstance(redis_url, Secret) else redis_url
+        self._password = password.reveal() if isinstance(password, Secret) else password
+        self._events_path = Path(spool_dir) / job_id / EVENTS_FILE if spool_dir else None
+        self._log = logger or Logger(job_id, "baqup-reader", LogLevel.WARN)
+        self._timeouts = (connect_timeout, command_timeout)
+        self._client: RedisClient | None = None
+        self._seen: set[str] = set()
+        self._stream_id = "0-0"  # last events stream entry read
+        self._spool_offset = 0  # bytes of events.jsonl read
+        self._redis_down = False
+
+    # -- public API ----------------------------------------------------------------
+
+    def read(self) -> list[Message]:
+        """Every message of the job now: validated, de-duplicated by id, in seq order."""
+        self._seen.clear()
+        self._stream_id, self._spool_offset = "0-0", 0
+        messages = self._fetch(block_ms=None, with_result_key=True)
+        messages.sort(key=lambda m: getattr(m, "seq", -1))  # stable: ties keep arrival order
+        return messages
+
+    def follow(
+        self,
+        *,
+        poll_interval: float = 0.25,
+        until_result: bool = True,
+        timeout: float | None = None,
+    ) -> Iterator[Message]:
+        """Yield the history, then each new message as it arrives.
+
+        Stops after the result when ``until_result``, or after ``timeout`` seconds.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        batch: list[Message] = self.read()
+        while True:
+            for message in batch:
+                yield message
+                if until_result and isinstance(message, Result):
+                    return
+            if deadline is not None and time.monotonic() >= deadline:
+                return
+            use_redis = self._url is not None and not self._redis_down
+            batch = self._fetch(block_ms=int(poll_interval * 1000) if use_redis else None)
+            if not batch and not use_redis:
+                time.sleep(poll_interval)
+
+    def close(self) -> None:
+        """Close the Redis connection."""
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    # -- sources ----------------------------------------------------------------------
+
+    def _fetch(self, *, block_ms: int | None, with_result_key: bool = False) -> list[Message]:
+        """New messages since the last call, from both sources, de-duplicated."""
+        raws: list[tuple[str, bytes | None]] = []
+        if self._url is not None:
+            raws += self._from_redis(block_ms, with_result_key)
+        if self._events_path is not None:
+            lines, self._spool_offset = read_lines(self._events_path, self._spool_offset)
+            raws += [(f"{self._events_path}@{end}", line) for end, line in lines]
+        return list(self._validate(raws))
+
+    def _from_redis(
+        self, block_ms: int | None, with_result_key: bool
+    ) -> list[tuple[str, bytes | None]]:
+        try:
+            client = self._redis()
+            if block_ms is not None:
+                response = client.xread({self.keys.events: self._stream_id}, block=block_ms)
+                entries = [e for _, page in cast(Any, response) or () for e in entry_messages(page)]
+            else:
+                entries = self._xrange_all(client)
+            if entries:
+                self._stream_id = entries[-1][0]
+            out = [(f"stream entry {eid}", raw) for eid, raw in entries]
+            if with_result_key:
+                result = client.get(self.keys.result)
+                if isinstance(result, bytes):
+                    out.append((self.keys.result, result))
+        except Exception as exc:
+            if not is_redis_error(exc):
+                raise
+            if self._events_path is None:
+                raise
+            if not self._redis_down:
+                self._log.warn("Redis unreachable; reading the spool only", error=repr(exc))
+            self._redis_down = True
+            self.close()
+            return []
+        self._redis_down = False
+        return out
+
+    def _xrange_all(self, client: RedisClient) -> list[tuple[str, bytes | None]]:
+        entries: list[tuple[str, bytes | None]] = []
+        start = "-" if self._stream_id == "0-0" else f"({self._stream_id}"
+        while True:
+            page = entry_messages(client.xrange(self.keys.events, min=start, count=XRANGE_PAGE))
+            entries += page
+            if len(page) < XRANGE_PAGE:
+                return entries
+            start = f"({page[-1][0]}"
+
+    def _redis(self) -> RedisClient:
+        if self._client is None:
+            assert self._url is not None
+            connect_timeout, command_timeout = self._timeouts
+            self._client = connect_redis(
+                self._url,
+                password=self._password,
+                connect_timeout=connect_timeout,
+                command_timeout=command_timeout + 1.0,  # room for XREAD BLOCK
+            )
+        return self._client
+
+    def _validate(self, raws: Iterable[tuple[str, bytes | None]]) -> Iterator[Message]:
+        for where, raw in raws:
+            if raw is None:
+                self._log.warn("skipped an entry without a msg field", entry=where)
+                continue
+            try:
+                message = BusMessage.model_validate_json(raw).root
+            except ValidationError as exc:
+                self._log.warn("skipped an invalid message", entry=where, errors=exc.error_count())
+                continue
+            key = str(message.id)
+            if key in self._seen:
+                continue
+            self._seen.add(key)
+            yield message
+
+
+# -- watch ------------------------------------------------------------------------------
+
+
+def _size(n: int) -> str:
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
+            return f"{n} B" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    raise AssertionError("unreachable")
+
+
+def _progress(p: Progress) -> str:
+    done = _size(p.bytes_done)
+    if p.bytes_total:
+        done += f"/{_size(p.bytes_total)} ({100 * p.bytes_done / p.bytes_total:.0f}%)"
+    items = f"{p.items_done}" + (f"/{p.items_total}" if p.items_total is not None else "")
+    return f"{done}, {items} items"
+
+
+def format_event(message: Message) -> str:
+    """One readable line: time, agent and seq, type, and what the message says."""
+    when = message.timestamp.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+    if isinstance(message, Cancel):
+        return f"{when}  controller {'':<6} {'cancel':<12}  {message.reason or ''}".rstrip()
+    head = f"{when}  {message.agent_id} {f'#{message.seq}':<6} {message.type:<12}  "
+    if isinstance(message, StateChange):
+        text = f"{message.from_state or '-'} -> {message.to_state}"
+        if message.reason:
+            text += f"  ({message.reason})"
+    elif isinstance(message, Heartbeat):
+        intent = str(message.intent)
+        if message.extend_seconds is not None:
+            intent += f" +{message.extend_seconds:g}s"
+        text = f"{message.state}  {intent}  {_progress(message.progress)}"
+    elif isinstance(message, ProgressUpdate):
+        text = _progress(message.progress)
+        if message.message:
+            text += f"  {message.message}"
+    else:
+        code = ExitCode(message.exit_code)
+        text = (
+            f"{message.status}  exit {code.value} ({code.name})  {message.duration_seconds:.1f} s"
+        )
+        if message.artifacts:
+            plural = "s" if message.artifacts != 1 else ""
+            text += f"  {message.artifacts} artifact{plural}, {_size(message.bytes or 0)}"
+        if message.output_path:
+            text += f"  -> {message.output_path}"
+        if message.error:
+            text += f"  error: {message.error}"
+    return head + text
+
+
+def watch_command(args: argparse.Namespace) -> int:
+    """``baqup-agent watch JOB_ID``: print one line per event; exit when the result
+    arrives (or at once with --no-follow). 64 when there is nothing to read from."""
+    env = os.environ
+    url = args.redis_url or env.get("BAQUP_REDIS_URL") or None
+    spool = args.spool_dir or default_spool_dir(
+        env.get("BAQUP_SPOOL_DIR"), env.get("BAQUP_STAGING_DIR")
+    )
+    if url is None and spool is None:
+        print(
+            "baqup-agent watch: give --redis-url or --spool-dir "
+            "(or set BAQUP_REDIS_URL, BAQUP_SPOOL_DIR or BAQUP_STAGING_DIR)",
+            file=sys.stderr,
+        )
+        return int(ExitCode.USAGE_CONFIG_ERROR)
+    password = env.get("BAQUP_REDIS_PASSWORD") or None
+    events = JobEvents(
+        args.job_id,
+        redis_url=Secret(url) if url else None,
+        spool_dir=spool,
+        password=Secret(password) if password else None,
+    )
+    try:
+        stream = events.read() if args.no_follow else events.follow()
+        for message in stream:
+            line = (
+                message.model_dump_json(exclude_none=True) if args.json else format_event(message)
+            )
+            print(line, flush=True)
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:  # `watch ... | head`: the reader went away
+        return 0
+    except Exception as exc:
+        if not is_redis_error(exc):
+            raise
+        print(f"baqup-agent watch: Redis unreachable: {redact(str(exc))}", file=sys.stderr)
+        return int(ExitCode.RESOURCE_UNAVAILABLE)
+    finally:
+        events.close()
+    return 0

@@ -1,0 +1,193 @@
+"""The filesystem spool of one job: JSON lines, appended and fsynced per message.
+
+Layout (docs/architecture.md): ``SPOOL/JOB_ID/events.jsonl`` holds agent->controller
+messages in ``seq`` order, ``SPOOL/JOB_ID/replayed`` the byte offset up to which they
+were replayed to Redis, ``SPOOL/JOB_ID/control.jsonl`` controller->agent messages when
+there is no Redis. Files are created on first use, so a job whose Redis never failed
+leaves no spool behind.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+import orjson
+
+from baqup_agent.keys import CONTROL_FILE, EVENTS_FILE, REPLAYED_FILE
+
+_DIR_MODE = 0o750  # staged data is not world-readable (contract section 7)
+_FILE_MODE = 0o640
+_TAIL_BYTES = 64 * 1024  # enough to find the last complete line (messages are < 10 KiB)
+
+
+def _fsync(fd: int) -> None:
+    # fdatasync is enough for appends (it flushes the size too) and is cheaper on Linux.
+    sync = getattr(os, "fdatasync", os.fsync)
+    sync(fd)
+
+
+def _fsync_dir(path: Path) -> None:
+    """Make a new directory entry in ``path`` durable (no-op where unsupported)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def read_lines(path: Path, offset: int = 0) -> tuple[list[tuple[int, bytes]], int]:
+    """The complete lines of ``path`` after byte ``offset``, each with its end offset.
+
+    A trailing line without its newline is not returned (a writer may be halfway
+    through it); the second value is the offset to continue from next time.
+    """
+    try:
+        with open(path, "rb") as f:
+            f.seek(offset)
+            data = f.read()
+    except FileNotFoundError:
+        return [], offset
+    lines: list[tuple[int, bytes]] = []
+    start = 0
+    while True:
+        end = data.find(b"\n", start)
+        if end < 0:
+            break
+        line = data[start:end]
+        if line.strip():
+            lines.append((offset + end + 1, line))
+        start = end + 1
+    return lines, offset + start
+
+
+class Spool:
+    """The spool directory of one job (``root/JOB_ID``); thread-safe."""
+
+    def __init__(self, root: str | Path, job_id: str) -> None:
+        self.path = Path(root) / job_id
+        self.events_path = self.path / EVENTS_FILE
+        self.control_path = self.path / CONTROL_FILE
+        self._replayed_path = self.path / REPLAYED_FILE
+        self._lock = threading.Lock()
+        self._fd: int | None = None
+        self._size = self._repair()
+        self._replayed = self._read_replayed()
+
+    def _repair(self) -> int:
+        """Drop a partial last line left by a crash mid-append; return the file size.
+
+        That message was never acknowledged (its fsync had not returned), and leaving
+        it would glue it to the next line.
+        """
+        try:
+            size = self.events_path.stat().st_size
+        except FileNotFoundError:
+            return 0
+        if size == 0:
+            return 0
+        with open(self.events_path, "rb+") as f:
+            f.seek(max(0, size - _TAIL_BYTES))
+            tail = f.read()
+            if tail.endswith(b"\n"):
+                return size
+            cut = tail.rfind(b"\n")
+            keep = size - len(tail) + cut + 1 if cut >= 0 else max(0, size - len(tail))
+            f.truncate(keep)
+            f.flush()
+            _fsync(f.fileno())
+            return keep
+
+    def _read_replayed(self) -> int:
+        try:
+            return int(self._replayed_path.read_text().strip() or 0)
+        except (FileNotFoundError, ValueError):
+            return 0
+
+    @property
+    def size(self) -> int:
+        """Bytes in events.jsonl."""
+        return self._size
+
+    @property
+    def replayed_offset(self) -> int:
+        """Offset in events.jsonl up to which messages are in Redis."""
+        return self._replayed
+
+    @property
+    def has_pending(self) -> bool:
+        """Whether events.jsonl holds messages that Redis does not have yet."""
+        return self._size > self._replayed
+
+    def append(self, line: bytes) -> None:
+        """Append one message (JSON without newline) and fsync it before returning."""
+        with self._lock:
+            if self._fd is None:
+                self._open()
+            assert self._fd is not None
+            data = line + b"\n"
+            written = os.write(self._fd, data)
+            if written != len(data):  # a short write (disk full): do not leave half a line
+                os.ftruncate(self._fd, self._size)
+                raise OSError(f"short write to {self.events_path}: {written} of {len(data)}")
+            _fsync(self._fd)
+            self._size += len(data)
+
+    def _open(self) -> None:
+        created = not self.path.exists()
+        self.path.mkdir(mode=_DIR_MODE, parents=True, exist_ok=True)
+        new_file = not self.events_path.exists()
+        self._fd = os.open(
+            self.events_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, _FILE_MODE
+        )
+        if new_file:
+            _fsync_dir(self.path)
+        if created:
+            _fsync_dir(self.path.parent)
+
+    def pending(self, limit: int) -> list[tuple[int, bytes]]:
+        """Up to ``limit`` messages after the replayed offset, each with its end offset."""
+        lines, _ = read_lines(self.events_path, self._replayed)
+        return lines[:limit]
+
+    def mark_replayed(self, offset: int) -> None:
+        """Record that every message before ``offset`` is in Redis (atomic replace)."""
+        with self._lock:
+            tmp = self._replayed_path.with_name(REPLAYED_FILE + ".tmp")
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, _FILE_MODE)
+            try:
+                os.write(fd, f"{offset}\n".encode())
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, self._replayed_path)
+            self._replayed = offset
+
+    def last_seq(self) -> int | None:
+        """The ``seq`` of the last message in events.jsonl, None when there is none."""
+        if self._size == 0:
+            return None
+        with open(self.events_path, "rb") as f:
+            f.seek(max(0, self._size - _TAIL_BYTES))
+            tail = f.read()
+        for line in reversed(tail.splitlines()):
+            try:
+                seq = orjson.loads(line).get("seq")
+            except (orjson.JSONDecodeError, AttributeError):
+                continue
+            if isinstance(seq, int):
+                return seq
+        return None
+
+    def close(self) -> None:
+        """Close the append handle (the files stay)."""
+        with self._lock:
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None

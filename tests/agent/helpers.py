@@ -1,0 +1,90 @@
+"""Helpers of the agent tests: job environments, spool events, output checks."""
+
+from __future__ import annotations
+
+import io
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from baqup_agent.checksum import compute_checksum
+from baqup_agent.contract import AgentState
+from baqup_agent.contract.tables import FINAL_STATES, TRANSITIONS
+from baqup_agent.keys import EVENTS_FILE, SPOOL_SUBDIR
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLES = ROOT / "examples"
+SAMPLE_AGENT = Path(__file__).resolve().parent / "sample_agent.py"
+FS_AGENT = EXAMPLES / "filesystem_agent" / "agent.py"
+SQLITE_AGENT = EXAMPLES / "sqlite_agent" / "agent.py"
+
+
+def job_env(staging: Path, job_id: str = "job-1", role: str = "backup", **extra: Any) -> dict[str, str]:
+    """The BAQUP_* variables of one job (spool bus, no Redis), values as strings."""
+    env = {
+        "BAQUP_JOB_ID": job_id,
+        "BAQUP_AGENT_ID": "agent-1",
+        "BAQUP_ROLE": role,
+        "BAQUP_STAGING_DIR": str(staging),
+        "BAQUP_HEARTBEAT_INTERVAL": "0.2",
+    }
+    env.update({k: str(v) for k, v in extra.items()})
+    return env
+
+
+def process_env(job: dict[str, str]) -> dict[str, str]:
+    """The environment of an agent subprocess: ours without BAQUP_*, plus the job's."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith("BAQUP_")}
+    return {**base, **job}
+
+
+def agent_command(script: Path) -> list[str]:
+    return [sys.executable, str(script)]
+
+
+def events(staging: Path, job_id: str = "job-1") -> list[dict[str, Any]]:
+    """Every message the agent spooled for ``job_id``, in order."""
+    path = staging / SPOOL_SUBDIR / job_id / EVENTS_FILE
+    if not path.exists():
+        return []
+    return [orjson.loads(line) for line in path.read_bytes().splitlines() if line.strip()]
+
+
+def of_type(messages: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    return [m for m in messages if m["type"] == kind]
+
+
+def the_result(messages: list[dict[str, Any]]) -> dict[str, Any]:
+    results = of_type(messages, "result")
+    assert len(results) == 1, f"expected exactly one result, got {len(results)}"
+    return results[0]
+
+
+def assert_legal_states(messages: list[dict[str, Any]]) -> list[AgentState]:
+    """State changes start at initializing, follow the table, end final; returns them."""
+    states = [AgentState(m["to_state"]) for m in of_type(messages, "state_change")]
+    assert states and states[0] is AgentState.INITIALIZING
+    for frm, to in zip(states, states[1:]):
+        assert to in TRANSITIONS[frm], f"illegal {frm} -> {to}"
+    assert states[-1] in FINAL_STATES
+    return states
+
+
+def assert_complete_output(output: Path) -> dict[str, Any]:
+    """A published output: manifest present, every artifact's size and checksum match."""
+    manifest = orjson.loads((output / "manifest.json").read_bytes())
+    names = {a["filename"] for a in manifest["artifacts"]} | {"manifest.json"}
+    assert {p.relative_to(output).as_posix() for p in output.rglob("*") if p.is_file()} == names
+    for art in manifest["artifacts"]:
+        path = output / art["filename"]
+        assert path.stat().st_size == art["size_bytes"]
+        assert compute_checksum(path, art["checksum_algorithm"]) == art["checksum_value"]
+    return manifest
+
+
+def log_lines(stream: io.StringIO | str) -> list[dict[str, Any]]:
+    text = stream.getvalue() if isinstance(stream, io.StringIO) else stream
+    return [orjson.loads(line) for line in text.splitlines() if line.startswith("{")]

@@ -1,0 +1,230 @@
+"""run_job in-process: config errors, failures, cancel, partial output, exactly one result."""
+
+from __future__ import annotations
+
+import io
+import threading
+import time
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+
+import orjson
+import pytest
+
+from baqup_agent.agent import Agent, Context, run_job
+from baqup_agent.contract import AgentState, ExitCode
+from baqup_agent.keys import CONTROL_FILE, SPOOL_SUBDIR
+from baqup_agent.staging import Staging
+from tests.agent.helpers import (
+    assert_complete_output,
+    assert_legal_states,
+    events,
+    job_env,
+    log_lines,
+    of_type,
+    the_result,
+)
+from tests.agent.sample_agent import PAYLOAD, SampleAgent
+
+
+def run(env: dict[str, str], agent: Agent | type[Agent] = SampleAgent) -> tuple[int, io.StringIO]:
+    log = io.StringIO()
+    code = run_job(agent, environ=env, install_signals=False, log_stream=log)
+    return code, log
+
+
+def test_success_publishes_and_reports_once(tmp_path: Path) -> None:
+    code, _ = run(job_env(tmp_path))
+    assert code == ExitCode.SUCCESS
+    manifest = assert_complete_output(tmp_path / "job-1")
+    assert [a["filename"] for a in manifest["artifacts"]] == ["data.bin.zst", "notes.txt"]
+    assert manifest["agent"] == "sample" and manifest["source_metadata"] == {"behaviour": "ok"}
+    msgs = events(tmp_path)
+    assert assert_legal_states(msgs) == [
+        AgentState.INITIALIZING,
+        AgentState.RUNNING,
+        AgentState.COMPLETING,
+        AgentState.TERMINATED,
+    ]
+    result = the_result(msgs)
+    assert result["status"] == "success" and result["exit_code"] == 0
+    assert result["output_path"] == str(tmp_path / "job-1")
+    assert result["artifacts"] == 2
+    assert result["bytes"] == sum(a["size_bytes"] for a in manifest["artifacts"])
+    assert msgs[-1]["type"] == "result"  # nothing after the result, heartbeats included
+    assert not (tmp_path / ".staging" / "job-1").exists()
+
+
+def test_bad_config_exits_64_with_structured_errors_and_nothing_else(tmp_path: Path) -> None:
+    env = job_env(tmp_path, BAQUP_TEST_BEHAVIOUR="dance", BAQUP_HEARTBEAT_INTERVAL="-1")
+    del env["BAQUP_AGENT_ID"]
+    code, log = run(env)
+    assert code == ExitCode.USAGE_CONFIG_ERROR
+    lines = log_lines(log)
+    problems = {line["variable"] for line in lines if line["message"] == "invalid configuration"}
+    assert {"BAQUP_AGENT_ID", "BAQUP_TEST_BEHAVIOUR", "BAQUP_HEARTBEAT_INTERVAL"} <= problems
+    assert all(line["job_id"] == "job-1" and line["level"] in ("ERROR", "FATAL") for line in lines)
+    assert lines[-1]["level"] == "FATAL" and lines[-1]["exit_code"] == 64
+    assert list(tmp_path.iterdir()) == []  # no staging, no spool
+
+
+def test_bad_job_id_is_not_echoed_into_the_log(tmp_path: Path) -> None:
+    env = job_env(tmp_path, BAQUP_JOB_ID="../etc")
+    code, log = run(env)
+    assert code == ExitCode.USAGE_CONFIG_ERROR
+    assert {line["job_id"] for line in log_lines(log)} == {"unknown"}
+
+
+def test_unknown_exception_exits_70_and_discards_staging(tmp_path: Path) -> None:
+    code, log = run(job_env(tmp_path, BAQUP_TEST_BEHAVIOUR="raise"))
+    assert code == ExitCode.INTERNAL_ERROR
+    msgs = events(tmp_path)
+    assert assert_legal_states(msgs)[-1] is AgentState.FAILED
+    result = the_result(msgs)
+    assert result["status"] == "failed" and result["exit_code"] == 70
+    assert result["retryable"] is False and result["error"] == "RuntimeError: boom"
+    failed = [line for line in log_lines(log) if line["message"] == "job failed"]
+    assert failed and "boom" in failed[0]["exception"]["stack"]
+    assert not (tmp_path / "job-1").exists()
+    assert not (tmp_path / ".staging" / "job-1").exists()
+
+
+def test_partial_failure_publishes_the_good_artifacts_and_exits_76(tmp_path: Path) -> None:
+    code, _ = run(job_env(tmp_path, BAQUP_TEST_BEHAVIOUR="partial"))
+    assert code == ExitCode.PARTIAL_FAILURE
+    manifest = assert_complete_output(tmp_path / "job-1")
+    assert len(manifest["artifacts"]) == 2
+    msgs = events(tmp_path)
+    assert assert_legal_states(msgs)[-1] is AgentState.TERMINATED
+    result = the_result(msgs)
+    assert result["status"] == "partial" and result["exit_code"] == 76
+    assert "extra.bin" in result["error"] and result["output_path"] == str(tmp_path / "job-1")
+
+
+def _append_cancel(staging: Path, job_id: str = "job-1") -> None:
+    control = staging / SPOOL_SUBDIR / job_id / CONTROL_FILE
+    control.parent.mkdir(parents=True, exist_ok=True)
+    message = {
+        "id": str(uuid.uuid4()),
+        "type": "cancel",
+        "job_id": job_id,
+        "timestamp": datetime.now(timezone.utc).isoformat(),
+        "reason": "operator request",
+    }
+    with open(control, "ab") as f:
+        f.write(orjson.dumps(message) + b"\n")
+
+
+def test_cancel_through_the_spool_control_file_stops_the_job(tmp_path: Path) -> None:
+    env = job_env(tmp_path, BAQUP_TEST_BEHAVIOUR="slow", BAQUP_TEST_SECONDS=20)
+
+    def cancel_when_running() -> None:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if any(m.get("to_state") == "running" for m in events(tmp_path)):
+                break
+            time.sleep(0.02)
+        _append_cancel(tmp_path)
+
+    canceller = threading.Thread(target=cancel_when_running)
+    canceller.start()
+    t0 = time.monotonic()
+    code, _ = run(env)
+    canceller.join()
+    assert time.monotonic() - t0 < 5
+    assert code == ExitCode.GENERAL_FAILURE
+    msgs = events(tmp_path)
+    result = the_result(msgs)
+    assert result["status"] == "cancelled" and result["exit_code"] == 1
+    assert "operator request" in result["error"]
+    assert assert_legal_states(msgs)[-1] is AgentState.FAILED
+    assert any(m["intent"] == "failing" for m in of_type(msgs, "heartbeat"))
+    assert not (tmp_path / "job-1").exists()
+    assert not (tmp_path / ".staging" / "job-1").exists()
+
+
+def test_cancel_after_publication_began_does_not_undo_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    publish = Staging.publish
+
+    def publish_then_cancel(self: Staging, **kwargs: object) -> Path:
+        _append_cancel(tmp_path)
+        time.sleep(0.6)  # the control file is polled every 0.25 s
+        return publish(self, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Staging, "publish", publish_then_cancel)
+    code, log = run(job_env(tmp_path))
+    assert any(line["message"] == "cancel received" for line in log_lines(log))
+    assert code == ExitCode.SUCCESS
+    assert the_result(events(tmp_path))["status"] == "success"
+    assert_complete_output(tmp_path / "job-1")
+
+
+def test_second_run_after_a_crash_cleans_the_leftover(tmp_path: Path) -> None:
+    leftover = tmp_path / ".staging" / "job-1"
+    leftover.mkdir(parents=True)
+    (leftover / "half-written.zst").write_bytes(b"\x28\xb5\x2f")
+    code, _ = run(job_env(tmp_path))
+    assert code == ExitCode.SUCCESS
+    assert_complete_output(tmp_path / "job-1")
+    assert not leftover.exists()
+
+
+def test_restore_verifies_before_the_agent_runs(tmp_path: Path) -> None:
+    assert run(job_env(tmp_path))[0] == ExitCode.SUCCESS
+    agent = SampleAgent()
+    env = job_env(tmp_path, "job-2", "restore", BAQUP_RESTORE_SOURCE=tmp_path / "job-1")
+    assert run(env, agent)[0] == ExitCode.SUCCESS
+    assert agent.restored == PAYLOAD
+    assert the_result(events(tmp_path, "job-2"))["status"] == "success"
+
+    artifact = tmp_path / "job-1" / "data.bin.zst"
+    data = bytearray(artifact.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    artifact.write_bytes(bytes(data))
+    agent = SampleAgent()
+    env = job_env(tmp_path, "job-3", "restore", BAQUP_RESTORE_SOURCE=tmp_path / "job-1")
+    assert run(env, agent)[0] == ExitCode.DATA_ERROR
+    assert agent.restored is None  # restore() was never called
+    result = the_result(events(tmp_path, "job-3"))
+    assert result["status"] == "failed" and result["exit_code"] == 65
+
+
+class _Progressing(Agent):
+    name = "progressing"
+
+    def backup(self, ctx: Context) -> None:
+        ctx.set_totals(bytes=10, items=2)
+        ctx.heartbeat_intent("extend", 120)
+        ctx.progress(bytes=4, items=1, message="halfway")
+        ctx.progress(bytes=6, items=1)
+        assert not ctx.cancelled
+        with ctx.artifact("x.txt", compression="none") as out:
+            out.write(b"x")
+
+
+def test_context_reports_progress_and_intent(tmp_path: Path) -> None:
+    code, _ = run(job_env(tmp_path), _Progressing)
+    assert code == ExitCode.SUCCESS
+    msgs = events(tmp_path)
+    progress = of_type(msgs, "progress")
+    assert progress[0]["message"] == "halfway"
+    assert progress[0]["progress"] == {
+        "bytes_done": 4,
+        "items_done": 1,
+        "bytes_total": 10,
+        "items_total": 2,
+    }
+    assert any(
+        m["intent"] == "extend" and m["extend_seconds"] == 120 for m in of_type(msgs, "heartbeat")
+    )
+    assert any(m["intent"] == "completing" for m in of_type(msgs, "heartbeat"))
+    assert the_result(msgs)["bytes"] == 1
+
+
+def test_agent_schema_path_is_relative_to_the_subclass_file() -> None:
+    assert SampleAgent.schema_path() == Path(__file__).parent / "sample-agent-schema.json"
+    assert _Progressing.schema_path() is None
+    assert _Progressing.agent_name() == "progressing"

@@ -1,0 +1,234 @@
+"""The state machine and cancellation: transitions, signals, the grace-period watchdog."""
+
+from __future__ import annotations
+
+import io
+import itertools
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from baqup_agent.contract import AgentState
+from baqup_agent.contract.tables import TRANSITIONS
+from baqup_agent.errors import Cancelled, IllegalTransition
+from baqup_agent.lifecycle import Cancellation, StateMachine
+from baqup_agent.logger import Logger
+
+
+def _logger() -> Logger:
+    return Logger("job-1", "agent-1", stream=io.StringIO())
+
+
+# -- state machine ----------------------------------------------------------------------
+
+
+def test_happy_path_reports_every_change() -> None:
+    changes: list[tuple[AgentState, AgentState | None, str | None]] = []
+    machine = StateMachine(on_change=lambda to, frm, why: changes.append((to, frm, why)))
+    machine.announce()
+    machine.transition(AgentState.RUNNING)
+    machine.transition(AgentState.COMPLETING)
+    machine.transition(AgentState.TERMINATED, "done")
+    assert changes == [
+        (AgentState.INITIALIZING, None, None),
+        (AgentState.RUNNING, AgentState.INITIALIZING, None),
+        (AgentState.COMPLETING, AgentState.RUNNING, None),
+        (AgentState.TERMINATED, AgentState.COMPLETING, "done"),
+    ]
+    assert machine.final
+    assert machine.history[-1] is AgentState.TERMINATED
+
+
+def _reach(machine: StateMachine, state: AgentState) -> None:
+    path = {
+        AgentState.INITIALIZING: [],
+        AgentState.RUNNING: [AgentState.RUNNING],
+        AgentState.COMPLETING: [AgentState.RUNNING, AgentState.COMPLETING],
+        AgentState.TERMINATED: [AgentState.RUNNING, AgentState.COMPLETING, AgentState.TERMINATED],
+        AgentState.FAILED: [AgentState.FAILED],
+    }[state]
+    for step in path:
+        machine.transition(step)
+
+
+@pytest.mark.parametrize(("start", "target"), list(itertools.product(AgentState, AgentState)))
+def test_every_transition_follows_the_generated_table(
+    start: AgentState, target: AgentState
+) -> None:
+    machine = StateMachine()
+    _reach(machine, start)
+    assert machine.can(target) == (target in TRANSITIONS[start])
+    if target in TRANSITIONS[start]:
+        machine.transition(target)
+        assert machine.state is target
+    else:
+        with pytest.raises(IllegalTransition):
+            machine.transition(target)
+        assert machine.state is start
+
+
+def test_illegal_transition_is_not_reported() -> None:
+    changes: list[AgentState] = []
+    machine = StateMachine(on_change=lambda to, frm, why: changes.append(to))
+    with pytest.raises(IllegalTransition):
+        machine.transition(AgentState.TERMINATED)
+    assert changes == []
+
+
+# -- cancellation -----------------------------------------------------------------------
+
+MakeCancellation = Callable[..., Cancellation]
+
+
+class ExitRecorder:
+    """Records the forced exit's code instead of ending the test process."""
+
+    def __init__(self) -> None:
+        self.codes: list[int] = []
+        self.at: float | None = None
+        self.done = threading.Event()
+
+    def __call__(self, code: int) -> None:
+        # Returning (where os._exit would not) simply ends the watchdog thread.
+        self.codes.append(code)
+        self.at = time.monotonic()
+        self.done.set()
+
+
+@pytest.fixture
+def recorder() -> ExitRecorder:
+    return ExitRecorder()
+
+
+@pytest.fixture
+def make_cancellation(recorder: ExitRecorder) -> Iterator[MakeCancellation]:
+    made: list[Cancellation] = []
+
+    def make(grace: float, **kwargs: Any) -> Cancellation:
+        c = Cancellation(grace, _logger(), exit_process=recorder, **kwargs)
+        made.append(c)
+        return c
+
+    yield make
+    for c in made:
+        c.stop()
+        c.restore_signal_handlers()
+
+
+def test_checkpoint_raises_after_a_request(make_cancellation: MakeCancellation) -> None:
+    c = make_cancellation(30)
+    c.check()
+    assert not c.requested
+    c.request("controller cancel")
+    assert c.requested
+    with pytest.raises(Cancelled, match="controller cancel"):
+        c.check()
+
+
+def test_commit_refuses_a_pending_cancel_and_ignores_later_ones(
+    make_cancellation: MakeCancellation,
+) -> None:
+    c = make_cancellation(30)
+    c.request("first")
+    with pytest.raises(Cancelled), c.commit():
+        pytest.fail("commit must not be entered while a cancel is pending")
+    c2 = make_cancellation(30)
+    with c2.commit():
+        c2.request("too late")
+        c2.check()  # no raise: publication has begun
+    assert c2.committed and c2.requested
+
+
+def test_watchdog_forces_exit_within_the_grace_period(
+    make_cancellation: MakeCancellation, recorder: ExitRecorder
+) -> None:
+    calls: list[tuple[str, bool]] = []
+
+    def on_force(why: str, may_discard: bool, deadline: float) -> int:
+        calls.append((why, may_discard))
+        return 1
+
+    c = make_cancellation(1.0, on_force_exit=on_force)
+    t0 = time.monotonic()
+    c.request("test")
+    assert recorder.done.wait(5)
+    elapsed = (recorder.at or 0) - t0
+    assert 0.5 <= elapsed <= 1.0
+    assert recorder.codes == [1]
+    assert calls == [("grace period expired", True)]
+
+
+def test_stopped_job_is_not_forced_out(
+    make_cancellation: MakeCancellation, recorder: ExitRecorder
+) -> None:
+    c = make_cancellation(0.3)
+    c.request("test")
+    c.stop()
+    assert not recorder.done.wait(0.6)
+
+
+def test_forced_exit_waits_for_publication_then_may_discard(
+    make_cancellation: MakeCancellation, recorder: ExitRecorder
+) -> None:
+    seen: list[bool] = []
+    c = make_cancellation(1.0, on_force_exit=lambda why, may, dl: seen.append(may) or 0)
+    with c.commit():
+        c.request("late")
+        time.sleep(0.9)  # publication still running when the watchdog fires at 0.8 s
+        assert not recorder.done.is_set()
+    assert recorder.done.wait(2)
+    assert seen == [True]
+    assert recorder.codes == [0]
+
+
+def test_forced_exit_leaves_staging_alone_when_publication_hangs(
+    make_cancellation: MakeCancellation, recorder: ExitRecorder
+) -> None:
+    seen: list[bool] = []
+    c = make_cancellation(0.5, on_force_exit=lambda why, may, dl: seen.append(may) or 1)
+    with c.commit():
+        c.request("late")
+        assert recorder.done.wait(2)
+    assert seen == [False]
+
+
+def test_second_signal_forces_a_fast_exit(
+    make_cancellation: MakeCancellation, recorder: ExitRecorder
+) -> None:
+    whys: list[str] = []
+    requests: list[str] = []
+    c = make_cancellation(
+        60,
+        on_request=requests.append,
+        on_force_exit=lambda why, may, dl: whys.append(why) or 1,
+    )
+    assert c.install_signal_handlers()
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(0.05)  # the handler runs in this (main) thread between bytecodes
+    assert c.requested and c.reason == "received SIGTERM"
+    with pytest.raises(Cancelled):
+        c.check()
+    t0 = time.monotonic()
+    os.kill(os.getpid(), signal.SIGINT)
+    assert recorder.done.wait(2)
+    assert (recorder.at or 0) - t0 < 1.0
+    assert whys == ["second signal"]
+    assert requests == ["received SIGTERM"]
+    c.restore_signal_handlers()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_handlers_are_not_installed_off_the_main_thread(
+    make_cancellation: MakeCancellation,
+) -> None:
+    c = make_cancellation(30)
+    result: list[bool] = []
+    t = threading.Thread(target=lambda: result.append(c.install_signal_handlers()))
+    t.start()
+    t.join()
+    assert result == [False]
