@@ -13,26 +13,30 @@ from __future__ import annotations
 import os
 import stat
 import tarfile
-from collections.abc import Iterator
+from dataclasses import asdict
 from pathlib import Path
 
 from baqup_agent import Agent, ResourceUnavailable
 from baqup_agent.agent import Context
 
 ARTIFACT = "files.tar.zst"
-COPY_BUFFER = 1 << 20  # tar copies file data in 1 MiB reads (the default is 16 KiB)
 
 
-def walk(root: Path) -> Iterator[tuple[str, str]]:
-    """(path, name in the archive) of every entry under ``root``, sorted, parents first.
+def tree_size(root: Path) -> tuple[int, int]:
+    """(entries, bytes of the tar stream) of the tree below ``root``.
 
-    Symbolic links to directories are entries, not descended into.
+    A tar stream has a 512-byte header per entry, file data padded to 512 bytes, two
+    end blocks, all padded to tar's 10 KiB record: progress counts those bytes, so this
+    is its total (exact unless names need PAX headers or files are hard-linked).
     """
+    entries, size = 0, 2 * tarfile.BLOCKSIZE
     for dirpath, dirnames, filenames in os.walk(root):
-        dirnames.sort()
-        rel = os.path.relpath(dirpath, root)
-        for name in sorted(dirnames + filenames):
-            yield os.path.join(dirpath, name), os.path.normpath(os.path.join(rel, name))
+        for name in dirnames + filenames:
+            st = os.lstat(os.path.join(dirpath, name))
+            entries += 1
+            data = st.st_size if stat.S_ISREG(st.st_mode) else 0
+            size += tarfile.BLOCKSIZE + -(-data // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE
+    return entries, -(-size // tarfile.RECORDSIZE) * tarfile.RECORDSIZE
 
 
 class FilesystemAgent(Agent):
@@ -46,38 +50,21 @@ class FilesystemAgent(Agent):
         source = Path(ctx.config["BAQUP_FS_SOURCE"])
         if not source.is_dir():
             raise ResourceUnavailable(f"source directory {source} does not exist")
-        files, size = 0, 0
-        for path, _ in walk(source):  # totals first, so progress has a percentage
-            st = os.lstat(path)
-            files += 1
-            size += st.st_size if stat.S_ISREG(st.st_mode) else 0
-        ctx.set_totals(bytes=size, items=files)
-        ctx.source_metadata.update(source=str(source), entries=files, bytes=size)
-        ctx.logger.info("backing up", source=str(source), entries=files, bytes=size)
-
-        writer = ctx.artifact(
-            ARTIFACT,
-            level=ctx.config["BAQUP_FS_ZSTD_LEVEL"],
-            threads=ctx.config["BAQUP_FS_THREADS"],
-        )
-        with writer, tarfile.open(fileobj=writer, mode="w", format=tarfile.PAX_FORMAT) as tar:
-            tar.copybufsize = COPY_BUFFER
-            for path, arcname in walk(source):
-                ctx.checkpoint()
-                info = tar.gettarinfo(path, arcname)
-                if info is None:  # sockets and the like have no tar form
-                    ctx.logger.warn("skipped an entry tar cannot store", path=arcname)
-                elif info.isreg():
-                    with open(path, "rb", buffering=0) as f:
-                        tar.addfile(info, ctx.track(f))
-                else:
-                    tar.addfile(info)
-                tar.members.clear()  # tar keeps every member otherwise: memory would grow
-                ctx.progress(items=1)
+        entries, size = tree_size(source)  # totals first, so progress has a percentage
+        ctx.set_totals(bytes=size, items=entries)
+        level, threads = ctx.config["BAQUP_FS_ZSTD_LEVEL"], ctx.config["BAQUP_FS_THREADS"]
+        with ctx.artifact(ARTIFACT, level=level, threads=threads, count_progress=True) as out:
+            stats = ctx.create_tar(out, source)
+        # Restore reads these back for its progress totals.
+        ctx.source_metadata.update(source=str(source), tar_bytes=out.bytes_in, **asdict(stats))
 
     def restore(self, ctx: Context) -> None:
         target = Path(ctx.config["BAQUP_FS_TARGET"])
-        target.mkdir(parents=True, exist_ok=True)
+        meta = ctx.source.manifest.source_metadata or {}
+        entries = sum(
+            meta.get(kind, 0) for kind in ("files", "directories", "symlinks", "hardlinks")
+        )
+        ctx.set_totals(bytes=meta.get("tar_bytes"), items=entries or None)
         with ctx.open_artifact(ARTIFACT) as stream:
             ctx.extract_tar(stream, target)
 

@@ -25,15 +25,18 @@ ARTIFACT = "database.sqlite.zst"
 COPY_BUFFER = 1 << 20
 
 
-def read_only(path: Path) -> sqlite3.Connection:
-    """A read-only connection to the database file at ``path``."""
-    return sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+def connect(path: Path, mode: str) -> sqlite3.Connection:
+    """A connection to the existing database file at ``path`` (never creates one)."""
+    return sqlite3.connect(f"{path.resolve().as_uri()}?{mode}", uri=True)
 
 
 def integrity_error(path: Path) -> str | None:
-    """SQLite's own verdict on a database file: None when it is sound."""
+    """SQLite's own verdict on a database file nobody else uses: None when it is sound.
+
+    ``immutable`` keeps SQLite from creating -wal/-shm files beside it.
+    """
     try:
-        with closing(read_only(path)) as db:
+        with closing(connect(path, "mode=ro&immutable=1")) as db:
             rows = db.execute("PRAGMA integrity_check").fetchall()
     except sqlite3.DatabaseError as exc:
         return str(exc)
@@ -72,7 +75,9 @@ class SqliteAgent(Agent):
             copied = total - remaining
             ctx.checkpoint()  # raising here aborts the online backup and propagates
 
-        source = read_only(database)
+        # Read-write, as the application's own connections are: a read-only one would
+        # leave -wal/-shm files (owned by this agent's user) behind when it is the last.
+        source = connect(database, "mode=rw")
         copy = sqlite3.connect(snapshot)
         try:
             source.backup(copy, pages=ctx.config["BAQUP_SQLITE_PAGES_PER_STEP"], progress=step)

@@ -38,6 +38,7 @@ from baqup_agent.logger import Logger
 from baqup_agent.progress import ProgressCounter
 
 if TYPE_CHECKING:
+    from baqup_agent.archive import TarStats
     from baqup_agent.artifacts import ArtifactWriter
     from baqup_agent.bus import BusClient
     from baqup_agent.config import Config
@@ -219,17 +220,32 @@ class Context:
         algorithm: str | None = None,
         level: int | None = None,
         threads: int = 0,
+        count_progress: bool = False,
     ) -> ArtifactWriter:
         """A writer for one artifact: bytes stream to disk, compressed and checksummed in
         one pass. Use it as a context manager (or call ``close()``); ``algorithm``
-        defaults to ``BAQUP_CHECKSUM_ALGORITHM``; ``threads=-1`` uses every core."""
+        defaults to ``BAQUP_CHECKSUM_ALGORITHM``; ``threads=-1`` uses every core;
+        ``count_progress`` counts the bytes written in (before compression) as progress.
+        """
         return self.staging.artifact(
             filename,
             compression=compression,
             algorithm=algorithm or str(self.config["BAQUP_CHECKSUM_ALGORITHM"]),
             level=level,
             threads=threads,
+            progress=self._progress if count_progress else None,
         )
+
+    def create_tar(self, fileobj: IO[bytes], root: str | os.PathLike[str]) -> TarStats:
+        """Write the tree at ``root`` as a tar stream into ``fileobj`` (an artifact writer),
+        never following symlinks; each entry is a checkpoint and counts as an item."""
+        from baqup_agent.archive import create_tar
+
+        def each_entry() -> None:
+            self.checkpoint()
+            self.progress(items=1)
+
+        return create_tar(fileobj, root, logger=self.logger, checkpoint=each_entry)
 
     def fail_artifact(self, filename: str, error: BaseException | str) -> None:
         """Record that one artifact failed: the others are still published, exit 76."""
@@ -250,11 +266,21 @@ class Context:
         progress and checkpoints."""
         return self.track(self.source.open_artifact(filename))
 
-    def extract_tar(self, fileobj: IO[bytes], target: str | os.PathLike[str]) -> None:
-        """Extract a tar stream into ``target`` safely: no entry may escape it."""
+    def extract_tar(self, fileobj: IO[bytes], target: str | os.PathLike[str]) -> TarStats:
+        """Extract a tar stream into ``target`` safely: no entry may escape it (unsafe
+        entries raise ``DataError``, exit 65). Each entry is a checkpoint and an item."""
         from baqup_agent.archive import extract_tar
 
-        extract_tar(fileobj, Path(target), logger=self.logger)
+        entries = -1  # the callback runs before each entry and once more at the end
+
+        def each_entry() -> None:
+            nonlocal entries
+            entries += 1
+            if entries:
+                self.progress(items=1)
+            self.checkpoint()
+
+        return extract_tar(fileobj, target, logger=self.logger, checkpoint=each_entry)
 
 
 @dataclass(frozen=True)
@@ -369,6 +395,7 @@ class _Job:
             else:
                 ctx.source.verify()  # DataError (65) before the agent writes anything
                 self.agent.restore(ctx)
+            self.bus.send_progress(self.progress.snapshot(), "done")  # the final counters
             self.machine.transition(AgentState.COMPLETING)
             self.heartbeat.set_intent(HeartbeatIntent.COMPLETING)
             with self.cancellation.commit():

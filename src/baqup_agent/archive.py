@@ -15,10 +15,11 @@ import errno
 import os
 import stat
 import tarfile
+from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import IO, TYPE_CHECKING
+from typing import IO, TYPE_CHECKING, cast
 
 from baqup_agent.errors import DataError
 from baqup_agent.paths import PATH_MAX, relative_parts
@@ -104,9 +105,10 @@ def extract_tar(
     with os.scandir(root) as entries:
         was_empty = next(entries, None) is None
     extractor = _Extractor(root)
+    source = _Tail(fileobj)
     try:
         try:
-            with tarfile.open(fileobj=fileobj, mode="r|") as tar:
+            with tarfile.open(fileobj=cast(IO[bytes], source), mode="r|") as tar:
                 while True:
                     if checkpoint is not None:
                         checkpoint()
@@ -117,6 +119,11 @@ def extract_tar(
                     # looks back, so dropping them keeps memory constant.
                     tar.__dict__["members"].clear()
                     extractor.extract(tar, member)
+                # tarfile also ends quietly at a corrupt or missing header after the
+                # first member; a real end of archive is a zero block.
+                end = source.block(tar.offset)
+                if len(end) < tarfile.BLOCKSIZE or any(end):
+                    raise DataError(f"corrupt tar archive: no valid header at byte {tar.offset}")
         except tarfile.TarError as exc:
             raise DataError(f"not a valid tar archive: {exc}") from None
     except BaseException:
@@ -290,6 +297,29 @@ class _Extractor:
             os.close(self._dirs.pop(next(iter(self._dirs))))
         self._dirs[parts] = fd
         return fd
+
+
+class _Tail:
+    """A reader that keeps its last few chunks, to look at the block where tarfile stopped."""
+
+    def __init__(self, f: IO[bytes]) -> None:
+        self._f = f
+        self._chunks: deque[tuple[int, bytes]] = deque(maxlen=4)  # (offset, data)
+        self._offset = 0
+
+    def read(self, n: int = -1, /) -> bytes:
+        data = self._f.read(n)
+        self._chunks.append((self._offset, data))
+        self._offset += len(data)
+        return data
+
+    def block(self, offset: int) -> bytes:
+        """The block at ``offset`` as far as it was read (shorter at the end of the stream)."""
+        if not self._chunks or offset < self._chunks[0][0]:
+            return b""
+        kept = b"".join(data for _, data in self._chunks)
+        start = offset - self._chunks[0][0]
+        return kept[start : start + tarfile.BLOCKSIZE]
 
 
 def _rollback(root: Path, was_empty: bool, logger: Logger | None) -> None:

@@ -6,7 +6,9 @@ Delivery rules (docs/bus.md):
 * Every message is a generated contract model, validated when built, with a uuid4
   ``id``, a per-agent ``seq`` that grows by one per message, and a UTC timestamp.
 * While Redis answers, a message goes straight to Redis (no disk write on the hot
-  path). When a command fails, the message is appended, fsynced, to
+  path; progress and state changes do not wait for their reply, which is read before
+  the next command). When a command fails, the message (with the one whose reply was
+  pending) is appended, fsynced, to
   ``SPOOL/JOB_ID/events.jsonl`` and every later message follows it there until the
   spool has been replayed: so the order of the stream is the order of ``seq``.
 * Replay sends the spooled messages in order, in pipelined batches, with their
@@ -45,7 +47,7 @@ from baqup_agent.contract import (
     ResultStatus,
     StateChange,
 )
-from baqup_agent.errors import ConfigError, IOFailure
+from baqup_agent.errors import ConfigError, IOFailure, summarize
 from baqup_agent.keys import MESSAGE_FIELD, RESULT_TTL_SECONDS, default_spool_dir, job_keys
 from baqup_agent.redaction import REDACTOR
 from baqup_agent.secret import Secret
@@ -199,6 +201,7 @@ class BusClient:
     ) -> None:
         self.job_id = str(config["BAQUP_JOB_ID"])
         self.agent_id = str(config["BAQUP_AGENT_ID"])
+        self._check_ids()  # the job id becomes a key and a spool directory name
         self.keys = job_keys(self.job_id)
         self.heartbeat_interval = float(
             config.get("BAQUP_HEARTBEAT_INTERVAL")
@@ -547,6 +550,22 @@ class BusClient:
             cluster=self._cluster,
         )
 
+    def _check_ids(self) -> None:
+        """Raise ConfigError unless the job and agent ids fit the contract's patterns."""
+        try:
+            StateChange(
+                id=uuid.uuid4(),
+                seq=0,
+                type="state_change",
+                job_id=self.job_id,
+                agent_id=self.agent_id,
+                timestamp=_now(),
+                to_state=AgentState.INITIALIZING,
+            )
+        except ValidationError as exc:
+            problems = "; ".join(f"{e['loc'][0]}: {e['msg']}" for e in exc.errors())
+            raise ConfigError(f"invalid bus identifiers: {problems}") from exc
+
     def _register_secrets(self) -> None:
         """Make the URL and password redactable even when passed as plain strings."""
         for value in (self._url, self._password, urlsplit(self._url or "").password):
@@ -558,7 +577,7 @@ class BusClient:
         from redis.exceptions import AuthenticationError, AuthorizationError
 
         if self._outage_logged:
-            self._log.debug("Redis still unreachable", error=repr(exc))
+            self._log.debug("Redis still unreachable", error=summarize(exc))
             return
         self._outage_logged = True
         where = str(self.spool.events_path)
@@ -566,13 +585,13 @@ class BusClient:
             self._log.error(
                 "Redis refused the credentials (check the user and password of "
                 "BAQUP_REDIS_URL or BAQUP_REDIS_PASSWORD); spooling bus messages",
-                error=repr(exc),
+                error=summarize(exc),
                 spool=where,
             )
         else:
             self._log.warn(
                 "Redis unreachable; spooling bus messages until it is back",
-                error=repr(exc),
+                error=summarize(exc),
                 spool=where,
             )
 
@@ -677,7 +696,8 @@ class BusClient:
                         cluster=self._cluster,
                     )
                     self._listener_client = client
-                    if self._stop.is_set():
+                    if self._stop.is_set():  # close() ran while we connected
+                        client.close()
                         break
                 response = self._listener_client.xread(
                     {self.keys.control: last_id}, count=100, block=CONTROL_BLOCK_MS
@@ -690,7 +710,7 @@ class BusClient:
                 if not is_redis_error(exc):
                     self._log.error("control listener failed", exc=exc)
                 elif not logged:
-                    self._log.warn("control stream unreachable; retrying", error=repr(exc))
+                    self._log.warn("control stream unreachable; retrying", error=summarize(exc))
                 logged = True
                 self._stop.wait(backoff.failed())
                 continue
@@ -700,7 +720,11 @@ class BusClient:
                     self._handle_control(raw, f"stream entry {entry_id}")
 
     def _poll_control_file(self, offset: int) -> int:
-        lines, offset = read_lines(self.spool.control_path, offset)
+        try:
+            lines, offset = read_lines(self.spool.control_path, offset)
+        except OSError as exc:  # unreadable: the Redis control stream may still work
+            self._log.debug("cannot read control.jsonl", error=summarize(exc))
+            return offset
         for end, line in lines:
             self._handle_control(line, f"{self.spool.control_path}@{end}")
         return offset

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from baqup_agent.contract import AgentState, HeartbeatIntent, Progress
+from baqup_agent.errors import summarize
 
 if TYPE_CHECKING:
     from baqup_agent.bus import BusClient
@@ -107,7 +108,9 @@ class HeartbeatThread(threading.Thread):
             self.failures += 1
             if self.failures == 1 or self.failures % 100 == 0:
                 self._log.warn(
-                    "heartbeat failed; will keep trying", error=repr(exc), failures=self.failures
+                    "heartbeat failed; will keep trying",
+                    error=summarize(exc),
+                    failures=self.failures,
                 )
 
     def stop(self, timeout: float | None = None) -> None:

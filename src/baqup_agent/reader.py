@@ -30,9 +30,9 @@ from baqup_agent.contract import (
     Result,
     StateChange,
 )
+from baqup_agent.errors import summarize
 from baqup_agent.keys import EVENTS_FILE, default_spool_dir, job_keys
 from baqup_agent.logger import Logger
-from baqup_agent.redaction import redact
 from baqup_agent.secret import Secret
 from baqup_agent.spool import read_lines
 
@@ -155,7 +155,7 @@ class JobEvents:
             if self._events_path is None:
                 raise
             if not self._redis_down:
-                self._log.warn("Redis unreachable; reading the spool only", error=repr(exc))
+                self._log.warn("Redis unreachable; reading the spool only", error=summarize(exc))
             self._redis_down = True
             self.close()
             return []
@@ -193,6 +193,9 @@ class JobEvents:
                 message = BusMessage.model_validate_json(raw).root
             except ValidationError as exc:
                 self._log.warn("skipped an invalid message", entry=where, errors=exc.error_count())
+                continue
+            if message.job_id != self.job_id:
+                self._log.warn("skipped a message of another job", entry=where, job=message.job_id)
                 continue
             key = str(message.id)
             if key in self._seen:
@@ -291,7 +294,7 @@ def watch_command(args: argparse.Namespace) -> int:
     except Exception as exc:
         if not is_redis_error(exc):
             raise
-        print(f"baqup-agent watch: Redis unreachable: {redact(str(exc))}", file=sys.stderr)
+        print(f"baqup-agent watch: Redis unreachable: {summarize(exc)}", file=sys.stderr)
         return int(ExitCode.RESOURCE_UNAVAILABLE)
     finally:
         events.close()

@@ -20,6 +20,9 @@ from urllib.parse import quote, quote_plus, unquote, urlsplit
 
 REDACTED = "[REDACTED]"
 MIN_SECRET_LENGTH = 3
+# Forms longer than this are searched with str.find instead of the regex: compiling a
+# pattern costs time linear in its length in pure Python (a PEM key took seconds).
+_REGEX_MAX_FORM = 256
 
 _PERCENT_ESCAPE = re.compile(r"%[0-9A-F]{2}")
 
@@ -93,6 +96,8 @@ class Redactor:
         self._stale = False
         self._pattern: re.Pattern[str] | None = None
         self._bytes_pattern: re.Pattern[bytes] | None = None
+        self._long: tuple[str, ...] = ()
+        self._long_bytes: tuple[bytes, ...] = ()
 
     def register(self, value: str) -> None:
         """Remember ``value`` as a secret (ignored when shorter than MIN_SECRET_LENGTH).
@@ -116,8 +121,10 @@ class Redactor:
             if not self._stale:
                 return
             # longest first, so a form that contains another one is replaced whole
-            alternatives = sorted(self._forms, key=lambda f: (-len(f), f))
-            text = "|".join(re.escape(f) for f in alternatives)
+            ordered = sorted(self._forms, key=lambda f: (-len(f), f))
+            self._long = tuple(f for f in ordered if len(f) > _REGEX_MAX_FORM)
+            self._long_bytes = tuple(f.encode("utf-8", "surrogatepass") for f in self._long)
+            text = "|".join(re.escape(f) for f in ordered if len(f) <= _REGEX_MAX_FORM)
             self._pattern = re.compile(text) if text else None
             self._bytes_pattern = (
                 re.compile(text.encode("utf-8", "surrogatepass")) if text else None
@@ -134,10 +141,10 @@ class Redactor:
         """``text`` with every known secret form replaced by ``[REDACTED]``."""
         if self._stale:
             self._compile()
+        for form in self._long:
+            text = text.replace(form, REDACTED)
         pattern = self._pattern
-        if pattern is None:
-            return text
-        return pattern.sub(REDACTED, text)
+        return text if pattern is None else pattern.sub(REDACTED, text)
 
     def matches(self, data: str | bytes) -> bool:
         """Whether ``data`` (text, or UTF-8 bytes) holds any known secret form."""
@@ -145,9 +152,13 @@ class Redactor:
             self._compile()
         if isinstance(data, bytes):
             bpattern = self._bytes_pattern
-            return bpattern is not None and bpattern.search(data) is not None
+            if bpattern is not None and bpattern.search(data) is not None:
+                return True
+            return any(form in data for form in self._long_bytes)
         pattern = self._pattern
-        return pattern is not None and pattern.search(data) is not None
+        if pattern is not None and pattern.search(data) is not None:
+            return True
+        return any(form in data for form in self._long)
 
     def redact_tree(self, obj: object) -> object:
         """A copy of a JSON-like structure with every string, key and scalar redacted.
@@ -175,6 +186,8 @@ class Redactor:
             self._forms.clear()
             self._pattern = None
             self._bytes_pattern = None
+            self._long = ()
+            self._long_bytes = ()
             self._stale = False
 
 

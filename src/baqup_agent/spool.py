@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import threading
 from pathlib import Path
+from typing import BinaryIO
 
 import orjson
 
@@ -20,6 +21,7 @@ from baqup_agent.keys import CONTROL_FILE, EVENTS_FILE, REPLAYED_FILE
 _DIR_MODE = 0o750  # staged data is not world-readable (contract section 7)
 _FILE_MODE = 0o640
 _TAIL_BYTES = 64 * 1024  # enough to find the last complete line (messages are < 10 KiB)
+_READ_CHUNK = 256 * 1024
 
 
 def _fsync(fd: int) -> None:
@@ -42,29 +44,41 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def read_lines(path: Path, offset: int = 0) -> tuple[list[tuple[int, bytes]], int]:
-    """The complete lines of ``path`` after byte ``offset``, each with its end offset.
+def read_lines(
+    path: Path, offset: int = 0, limit: int | None = None
+) -> tuple[list[tuple[int, bytes]], int]:
+    """Up to ``limit`` complete lines of ``path`` after byte ``offset``, each with its
+    end offset, and the offset to continue from next time.
 
     A trailing line without its newline is not returned (a writer may be halfway
-    through it); the second value is the offset to continue from next time.
+    through it). Reads in chunks, so a long backlog is not read whole for one batch.
     """
     try:
         with open(path, "rb") as f:
-            f.seek(offset)
-            data = f.read()
+            return _read_lines(f, offset, limit)
     except FileNotFoundError:
         return [], offset
+
+
+def _read_lines(f: BinaryIO, offset: int, limit: int | None) -> tuple[list[tuple[int, bytes]], int]:
     lines: list[tuple[int, bytes]] = []
-    start = 0
-    while True:
-        end = data.find(b"\n", start)
-        if end < 0:
+    f.seek(offset)
+    buffer, start = b"", offset  # start: the file offset of buffer[0]
+    while limit is None or len(lines) < limit:
+        chunk = f.read(_READ_CHUNK)
+        if not chunk:
             break
-        line = data[start:end]
-        if line.strip():
-            lines.append((offset + end + 1, line))
-        start = end + 1
-    return lines, offset + start
+        buffer += chunk
+        pos = 0
+        while limit is None or len(lines) < limit:
+            end = buffer.find(b"\n", pos)
+            if end < 0:
+                break
+            if buffer[pos:end].strip():
+                lines.append((start + end + 1, buffer[pos:end]))
+            pos = end + 1
+        buffer, start = buffer[pos:], start + pos
+    return lines, start
 
 
 class Spool:
@@ -153,8 +167,7 @@ class Spool:
 
     def pending(self, limit: int) -> list[tuple[int, bytes]]:
         """Up to ``limit`` messages after the replayed offset, each with its end offset."""
-        lines, _ = read_lines(self.events_path, self._replayed)
-        return lines[:limit]
+        return read_lines(self.events_path, self._replayed, limit)[0]
 
     def mark_replayed(self, offset: int) -> None:
         """Record that every message before ``offset`` is in Redis (atomic replace)."""

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
 import io
+import itertools
 import os
 import sys
 from pathlib import Path
@@ -10,6 +12,7 @@ from typing import Any
 
 import orjson
 
+from baqup_agent.agent import Agent
 from baqup_agent.checksum import compute_checksum
 from baqup_agent.contract import AgentState
 from baqup_agent.contract.tables import FINAL_STATES, TRANSITIONS
@@ -22,7 +25,9 @@ FS_AGENT = EXAMPLES / "filesystem_agent" / "agent.py"
 SQLITE_AGENT = EXAMPLES / "sqlite_agent" / "agent.py"
 
 
-def job_env(staging: Path, job_id: str = "job-1", role: str = "backup", **extra: Any) -> dict[str, str]:
+def job_env(
+    staging: Path, job_id: str = "job-1", role: str = "backup", **extra: Any
+) -> dict[str, str]:
     """The BAQUP_* variables of one job (spool bus, no Redis), values as strings."""
     env = {
         "BAQUP_JOB_ID": job_id,
@@ -39,6 +44,17 @@ def process_env(job: dict[str, str]) -> dict[str, str]:
     """The environment of an agent subprocess: ours without BAQUP_*, plus the job's."""
     base = {k: v for k, v in os.environ.items() if not k.startswith("BAQUP_")}
     return {**base, **job}
+
+
+def load_agent(script: Path, class_name: str) -> type[Agent]:
+    """The agent class defined in an example script, imported without running it."""
+    spec = importlib.util.spec_from_file_location(f"example_{script.parent.name}", script)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # inspect.getfile (config_schema's base) looks here
+    spec.loader.exec_module(module)
+    cls: type[Agent] = getattr(module, class_name)
+    return cls
 
 
 def agent_command(script: Path) -> list[str]:
@@ -67,7 +83,7 @@ def assert_legal_states(messages: list[dict[str, Any]]) -> list[AgentState]:
     """State changes start at initializing, follow the table, end final; returns them."""
     states = [AgentState(m["to_state"]) for m in of_type(messages, "state_change")]
     assert states and states[0] is AgentState.INITIALIZING
-    for frm, to in zip(states, states[1:]):
+    for frm, to in itertools.pairwise(states):
         assert to in TRANSITIONS[frm], f"illegal {frm} -> {to}"
     assert states[-1] in FINAL_STATES
     return states

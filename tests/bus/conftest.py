@@ -43,10 +43,14 @@ def make_bus(tmp_path: Path, log: LogCapture) -> Iterator[BusFactory]:
     """Build BusClients (closed at the end): make_bus(url, job_id=..., **options)."""
     made: list[BusClient] = []
 
-    def make(url: Any = None, *, job_id: str = JOB, config: dict[str, Any] | None = None,
-             **options: Any) -> BusClient:
-        cfg: dict[str, Any] = {"BAQUP_JOB_ID": job_id, "BAQUP_AGENT_ID": AGENT,
-                               "BAQUP_STAGING_DIR": str(tmp_path / "staging")}
+    def make(
+        url: Any = None, *, job_id: str = JOB, config: dict[str, Any] | None = None, **options: Any
+    ) -> BusClient:
+        cfg: dict[str, Any] = {
+            "BAQUP_JOB_ID": job_id,
+            "BAQUP_AGENT_ID": AGENT,
+            "BAQUP_STAGING_DIR": str(tmp_path / "staging"),
+        }
         if url is not None:
             cfg["BAQUP_REDIS_URL"] = url
         cfg.update(config or {})
@@ -84,20 +88,33 @@ class Cluster:
         for node in self.nodes:
             conf = node.workdir / "nodes.conf"
             # an explicit bus port: the default (port + 10000) may be taken or above 65535
-            node.extra_args = ["--cluster-enabled", "yes", "--cluster-config-file", str(conf),
-                               "--cluster-port", str(free_port()),
-                               "--cluster-node-timeout", "5000"]
+            node.extra_args = [
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                str(conf),
+                "--cluster-port",
+                str(free_port()),
+                "--cluster-node-timeout",
+                "5000",
+            ]
             node.start()
         addresses = [f"127.0.0.1:{node.port}" for node in self.nodes]
-        created = subprocess.run([cli, "--cluster", "create", *addresses, "--cluster-replicas",
-                                  "0", "--cluster-yes"], capture_output=True, timeout=60)
+        created = subprocess.run(
+            [cli, "--cluster", "create", *addresses, "--cluster-replicas", "0", "--cluster-yes"],
+            capture_output=True,
+            timeout=60,
+        )
         assert created.returncode == 0, created.stdout.decode() + created.stderr.decode()
         import redis
 
         for node in self.nodes:
             client = redis.Redis(port=node.port)
-            wait_for(lambda c=client: c.cluster("info")["cluster_state"] == "ok",
-                     timeout=30, what="cluster_state:ok")
+            wait_for(
+                lambda c=client: c.cluster("info")["cluster_state"] == "ok",
+                timeout=30,
+                what="cluster_state:ok",
+            )
             client.close()
 
     @property

@@ -12,20 +12,36 @@ from baqup_agent.contract import AgentState, ExitCode, HeartbeatIntent, ResultSt
 from baqup_agent.keys import job_keys
 from baqup_agent.reader import JobEvents
 from baqup_agent.secret import Secret
-from tests.bus.conftest import JOB, BusFactory, LogCapture, progress
+from tests.bus.conftest import BusFactory, LogCapture, progress
 from tests.conftest import RedisServer
 
 ADMIN_PASSWORD = "admin-s3cret-pw"
 AGENT_PASSWORD = "agent-s3cret-pw"
 # The least an agent needs (docs/bus.md), on its own jobs' keys only.
-AGENT_ACL = ["agent", "on", f">{AGENT_PASSWORD}", "~baqup:*", "-@all", "+ping", "+info",
-             "+xadd", "+xread", "+xrange", "+xrevrange", "+set", "+get", "+expire"]
+AGENT_ACL = [
+    "agent",
+    "on",
+    f">{AGENT_PASSWORD}",
+    "~baqup:*",
+    "-@all",
+    "+ping",
+    "+info",
+    "+xadd",
+    "+xread",
+    "+xrange",
+    "+xrevrange",
+    "+set",
+    "+get",
+    "+expire",
+]
 
 
 @pytest.fixture(scope="module")
 def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path_factory.mktemp("auth"),
-                         extra_args=["--requirepass", ADMIN_PASSWORD, "--user", *AGENT_ACL])
+    server = RedisServer(
+        tmp_path_factory.mktemp("auth"),
+        extra_args=["--requirepass", ADMIN_PASSWORD, "--user", *AGENT_ACL],
+    )
     server.start()
     yield server
     server.stop(kill=True)
@@ -58,8 +74,9 @@ def test_password_in_the_url(secured: RedisServer, make_bus: BusFactory) -> None
 
 
 def test_password_variable_as_a_secret(secured: RedisServer, make_bus: BusFactory) -> None:
-    assert run_job(make_bus, url(secured), "job-var-pw",
-                   BAQUP_REDIS_PASSWORD=Secret(ADMIN_PASSWORD))
+    assert run_job(
+        make_bus, url(secured), "job-var-pw", BAQUP_REDIS_PASSWORD=Secret(ADMIN_PASSWORD)
+    )
     assert stream_length(secured, "job-var-pw") == 3
 
 
@@ -85,7 +102,8 @@ def test_wrong_password_is_a_clear_error_and_the_spool_takes_over(
     assert stream_length(secured, "job-bad-pw") == 0
 
 
-def test_no_password_at_all_falls_back_too(secured: RedisServer, make_bus: BusFactory,
-                                           log: LogCapture) -> None:
+def test_no_password_at_all_falls_back_too(
+    secured: RedisServer, make_bus: BusFactory, log: LogCapture
+) -> None:
     assert not run_job(make_bus, url(secured), "job-no-pw")
     assert log.count("Redis refused the credentials") == 1

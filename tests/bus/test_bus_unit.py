@@ -13,7 +13,6 @@ import pytest
 from pydantic import ValidationError
 
 from baqup_agent import bus as bus_module
-from baqup_agent.bus import BusClient
 from baqup_agent.contract import (
     AgentState,
     BusMessage,
@@ -50,7 +49,7 @@ def server(monkeypatch: pytest.MonkeyPatch) -> Iterator[fakeredis.FakeServer]:
         return fakeredis.FakeRedis(server=fake)
 
     monkeypatch.setattr(bus_module, "connect_redis", connect)
-    fake.calls = calls  # type: ignore[attr-defined]
+    fake.calls = calls
     yield fake
 
 
@@ -67,11 +66,20 @@ def test_messages_are_valid_unique_sequenced_and_utc(server: Any, make_bus: BusF
     for i in range(5):
         bus.send_progress(progress(i), message=f"step {i}")
     bus.send_heartbeat(AgentState.RUNNING, HeartbeatIntent.CONTINUING, progress(5))
-    assert bus.send_result(ResultStatus.SUCCESS, ExitCode.SUCCESS, False, 1.5, artifacts=2,
-                           bytes=500, output_path="/out/job")
+    assert bus.send_result(
+        ResultStatus.SUCCESS,
+        ExitCode.SUCCESS,
+        False,
+        1.5,
+        artifacts=2,
+        bytes=500,
+        output_path="/out/job",
+    )
     messages = stream(server)
     assert [type(m) for m in messages] == [StateChange] * 2 + [ProgressUpdate] * 5 + [
-        Heartbeat, Result]
+        Heartbeat,
+        Result,
+    ]
     assert [m.seq for m in messages] == list(range(9))
     assert len({m.id for m in messages}) == 9
     assert all(m.id.version == 4 for m in messages)
@@ -82,7 +90,9 @@ def test_messages_are_valid_unique_sequenced_and_utc(server: Any, make_bus: BusF
     assert messages[1].reason == "started" and messages[-1].artifacts == 2
 
 
-def test_heartbeat_key_has_the_ttl_and_the_result_is_kept(server: Any, make_bus: BusFactory) -> None:
+def test_heartbeat_key_has_the_ttl_and_the_result_is_kept(
+    server: Any, make_bus: BusFactory
+) -> None:
     bus = make_bus(URL, config={"BAQUP_HEARTBEAT_INTERVAL": 2})
     client = fakeredis.FakeRedis(server=server)
     bus.send_heartbeat(AgentState.RUNNING, HeartbeatIntent.EXTEND, progress(1), 60)
@@ -109,14 +119,17 @@ def test_free_text_is_redacted(server: Any, make_bus: BusFactory) -> None:
     bus = make_bus(URL)
     bus.send_state_change(AgentState.FAILED, AgentState.RUNNING, "login hunter2-password failed")
     bus.send_progress(progress(1), message="pw=hunter2-password")
-    bus.send_result(ResultStatus.FAILED, ExitCode.GENERAL_FAILURE, True, 1.0,
-                    error="boom: hunter2-password")
+    bus.send_result(
+        ResultStatus.FAILED, ExitCode.GENERAL_FAILURE, True, 1.0, error="boom: hunter2-password"
+    )
     raw = b"".join(f[b"msg"] for _, f in fakeredis.FakeRedis(server=server).xrange(KEYS.events))
     assert b"hunter2" not in raw
     assert raw.count(b"[REDACTED]") == 3
 
 
-def test_an_invalid_message_raises_and_does_not_use_a_seq(server: Any, make_bus: BusFactory) -> None:
+def test_an_invalid_message_raises_and_does_not_use_a_seq(
+    server: Any, make_bus: BusFactory
+) -> None:
     bus = make_bus(URL)
     with pytest.raises(ValidationError):
         bus.send_result(ResultStatus.SUCCESS, ExitCode.SUCCESS, False, -1.0)
@@ -126,8 +139,9 @@ def test_an_invalid_message_raises_and_does_not_use_a_seq(server: Any, make_bus:
     assert [m.seq for m in stream(server)] == [0]
 
 
-def test_an_outage_spools_then_replays_in_order(server: Any, make_bus: BusFactory,
-                                                log: LogCapture) -> None:
+def test_an_outage_spools_then_replays_in_order(
+    server: Any, make_bus: BusFactory, log: LogCapture
+) -> None:
     bus = make_bus(URL, result_timeout=0.2)
     for i in range(3):
         bus.send_progress(progress(i))
@@ -147,8 +161,9 @@ def test_an_outage_spools_then_replays_in_order(server: Any, make_bus: BusFactor
     assert log.count("replayed the spooled bus messages") == 1
 
 
-def test_replay_skips_messages_redis_already_has(server: Any, make_bus: BusFactory,
-                                                 tmp_path: Path) -> None:
+def test_replay_skips_messages_redis_already_has(
+    server: Any, make_bus: BusFactory, tmp_path: Path
+) -> None:
     # A command can fail after Redis applied it (the reply was lost): the message is
     # then both at the stream's tail and in the spool. Replay must not add it twice.
     spool_root = tmp_path / "staging" / ".spool"
@@ -193,8 +208,13 @@ def test_spool_only_mode_is_the_bus(make_bus: BusFactory, log: LogCapture) -> No
 
     got: list[Cancel] = []
     bus.on_cancel(got.append)
-    cancel = {"id": str(uuid.uuid4()), "type": "cancel", "job_id": JOB,
-              "timestamp": "2026-11-27T10:00:00Z", "reason": "operator"}
+    cancel = {
+        "id": str(uuid.uuid4()),
+        "type": "cancel",
+        "job_id": JOB,
+        "timestamp": "2026-11-27T10:00:00Z",
+        "reason": "operator",
+    }
     with open(bus.spool.control_path, "ab") as f:
         f.write(b"not json\n" + orjson.dumps(cancel) + b"\n" + orjson.dumps(cancel) + b"\n")
     wait_for(lambda: got, what="cancel from control.jsonl")
@@ -209,15 +229,17 @@ def test_spool_dir_option_and_variable(tmp_path: Path, make_bus: BusFactory) -> 
     assert bus.spool.path == tmp_path / "var" / JOB
 
 
-def test_secret_config_values_are_revealed_only_to_connect(server: Any, make_bus: BusFactory,
-                                                           log: LogCapture) -> None:
+def test_secret_config_values_are_revealed_only_to_connect(
+    server: Any, make_bus: BusFactory, log: LogCapture
+) -> None:
     make_bus(Secret(URL), config={"BAQUP_REDIS_PASSWORD": Secret("pw-from-secret")})
     call = server.calls[-1]
     assert (call["url"], call["password"]) == (URL, "pw-from-secret")
 
 
-def test_a_plain_string_url_password_is_redacted_from_logs(make_bus: BusFactory,
-                                                           log: LogCapture) -> None:
+def test_a_plain_string_url_password_is_redacted_from_logs(
+    make_bus: BusFactory, log: LogCapture
+) -> None:
     make_bus("redis://user:plain-pass-123@127.0.0.1:1/0", result_timeout=0.1)
     assert log.count("Redis unreachable") == 1
     assert "plain-pass-123" not in log.getvalue()
@@ -228,3 +250,8 @@ def test_a_url_redis_cannot_use_is_a_config_error(make_bus: BusFactory) -> None:
         make_bus("redis://127.0.0.1:notaport/0")
     with pytest.raises(ConfigError, match="database 0"):
         make_bus("redis://127.0.0.1:1/3?cluster=yes")
+
+
+def test_ids_that_cannot_be_keys_or_directories_are_a_config_error(make_bus: BusFactory) -> None:
+    with pytest.raises(ConfigError, match="job_id"):
+        make_bus(job_id="../../etc")

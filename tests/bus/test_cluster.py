@@ -44,9 +44,20 @@ def test_a_whole_job_on_a_cluster(cluster: Cluster, make_bus: BusFactory, log: L
     wait_for(lambda: beats.beats >= 3, what="heartbeats")
     assert 0 < controller.pttl(keys.heartbeat) <= 150
 
-    controller.xadd(keys.control, {"msg": orjson.dumps(
-        {"id": str(uuid.uuid4()), "type": "cancel", "job_id": job_id,
-         "timestamp": "2026-11-27T10:00:00Z", "reason": "stop"})})
+    controller.xadd(
+        keys.control,
+        {
+            "msg": orjson.dumps(
+                {
+                    "id": str(uuid.uuid4()),
+                    "type": "cancel",
+                    "job_id": job_id,
+                    "timestamp": "2026-11-27T10:00:00Z",
+                    "reason": "stop",
+                }
+            )
+        },
+    )
     wait_for(lambda: got, what="the cancel on the cluster")
     beats.set_intent(HeartbeatIntent.FAILING)
     beats.stop(timeout=2)

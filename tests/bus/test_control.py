@@ -17,8 +17,13 @@ CONTROL = job_keys(JOB).control
 
 
 def cancel(**fields: Any) -> bytes:
-    msg = {"id": str(uuid.uuid4()), "type": "cancel", "job_id": JOB,
-           "timestamp": "2026-11-27T10:00:00Z", "reason": "operator request"}
+    msg = {
+        "id": str(uuid.uuid4()),
+        "type": "cancel",
+        "job_id": JOB,
+        "timestamp": "2026-11-27T10:00:00Z",
+        "reason": "operator request",
+    }
     return orjson.dumps(msg | fields)
 
 
@@ -26,10 +31,19 @@ def test_foreign_and_malformed_entries_are_ignored_and_a_cancel_is_seen(
     redis_server: RedisServer, make_bus: BusFactory, log: LogCapture
 ) -> None:
     client = redis.Redis.from_url(redis_server.url)
-    heartbeat = {"id": str(uuid.uuid4()), "seq": 1, "type": "heartbeat", "job_id": JOB,
-                 "agent_id": AGENT, "timestamp": "2026-11-27T10:00:00Z", "state": "running",
-                 "intent": "continuing", "interval_seconds": 1, "ttl_seconds": 3,
-                 "progress": {"bytes_done": 0, "items_done": 0}}
+    heartbeat = {
+        "id": str(uuid.uuid4()),
+        "seq": 1,
+        "type": "heartbeat",
+        "job_id": JOB,
+        "agent_id": AGENT,
+        "timestamp": "2026-11-27T10:00:00Z",
+        "state": "running",
+        "intent": "continuing",
+        "interval_seconds": 1,
+        "ttl_seconds": 3,
+        "progress": {"bytes_done": 0, "items_done": 0},
+    }
     garbage = [
         {"msg": b"not json at all"},
         {"other": b"no msg field"},

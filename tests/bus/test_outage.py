@@ -19,14 +19,16 @@ N = 1200
 def durable_server(tmp_path: Path) -> RedisServer:
     """A server that keeps what it acknowledged across a kill (AOF, fsync always), so
     that "none lost" measures the agent, not a Redis configured to forget."""
-    server = RedisServer(tmp_path / "redis", extra_args=["--appendonly", "yes",
-                                                         "--appendfsync", "always"])
+    server = RedisServer(
+        tmp_path / "redis", extra_args=["--appendonly", "yes", "--appendfsync", "always"]
+    )
     server.start()
     return server
 
 
-def test_redis_killed_mid_job_loses_and_doubles_nothing(tmp_path: Path, make_bus: BusFactory,
-                                                        log: LogCapture) -> None:
+def test_redis_killed_mid_job_loses_and_doubles_nothing(
+    tmp_path: Path, make_bus: BusFactory, log: LogCapture
+) -> None:
     server = durable_server(tmp_path)
     try:
         bus = make_bus(server.url)
@@ -55,8 +57,10 @@ def test_redis_killed_mid_job_loses_and_doubles_nothing(tmp_path: Path, make_bus
         assert bus.spool.size > 0 and not bus.spool.has_pending
         assert log.count("Redis unreachable") == 1
         client = redis.Redis.from_url(server.url)
-        in_redis = [ProgressUpdate.model_validate_json(f[b"msg"])
-                    for _, f in client.xrange(job_keys(JOB).events)]
+        in_redis = [
+            ProgressUpdate.model_validate_json(f[b"msg"])
+            for _, f in client.xrange(job_keys(JOB).events)
+        ]
         client.close()
         # Redis alone holds each message exactly once, in seq order: none doubled.
         assert [m.seq for m in in_redis] == list(range(N))
@@ -67,13 +71,14 @@ def test_redis_killed_mid_job_loses_and_doubles_nothing(tmp_path: Path, make_bus
         events.close()
         assert len(messages) == N  # spool + Redis, de-duplicated by id: none lost
         assert [m.seq for m in messages] == list(range(N))
-        assert [m.message for m in messages] == [f"m{i}" for i in range(N)]  # type: ignore[union-attr]
+        assert [m.message for m in messages] == [f"m{i}" for i in range(N)]
     finally:
         server.stop(kill=True)
 
 
-def test_redis_down_at_start_then_an_agent_restart_replays(tmp_path: Path, make_bus: BusFactory,
-                                                           log: LogCapture) -> None:
+def test_redis_down_at_start_then_an_agent_restart_replays(
+    tmp_path: Path, make_bus: BusFactory, log: LogCapture
+) -> None:
     server = RedisServer(tmp_path / "redis")  # not started yet
     first = make_bus(server.url, result_timeout=0.3)
     assert first.redis_configured and not first.connected
@@ -117,8 +122,10 @@ def test_a_restarted_redis_is_used_again_without_losing_the_in_flight_message(
         bus.flush()
         assert bus.connected
         client = redis.Redis.from_url(server.url)
-        seqs = [ProgressUpdate.model_validate_json(f[b"msg"]).seq
-                for _, f in client.xrange(job_keys(JOB).events)]
+        seqs = [
+            ProgressUpdate.model_validate_json(f[b"msg"]).seq
+            for _, f in client.xrange(job_keys(JOB).events)
+        ]
         client.close()
         assert seqs == [0, 1, 2]
     finally:

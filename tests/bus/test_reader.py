@@ -34,12 +34,22 @@ KEYS = job_keys(JOB)
 def a_job(bus: BusClient) -> None:
     bus.send_state_change(AgentState.INITIALIZING)
     bus.send_state_change(AgentState.RUNNING, AgentState.INITIALIZING)
-    bus.send_heartbeat(AgentState.RUNNING, HeartbeatIntent.EXTEND,
-                       Progress(bytes_done=3 << 20, items_done=3, bytes_total=6 << 20,
-                                items_total=6), 120)
+    bus.send_heartbeat(
+        AgentState.RUNNING,
+        HeartbeatIntent.EXTEND,
+        Progress(bytes_done=3 << 20, items_done=3, bytes_total=6 << 20, items_total=6),
+        120,
+    )
     bus.send_progress(progress(4), message="half way")
-    bus.send_result(ResultStatus.SUCCESS, ExitCode.SUCCESS, False, 12.25, artifacts=2,
-                    bytes=6 << 20, output_path="/staging/job")
+    bus.send_result(
+        ResultStatus.SUCCESS,
+        ExitCode.SUCCESS,
+        False,
+        12.25,
+        artifacts=2,
+        bytes=6 << 20,
+        output_path="/staging/job",
+    )
 
 
 def reader_log() -> tuple[Logger, LogCapture]:
@@ -57,12 +67,14 @@ def test_read_merges_redis_and_spool_and_skips_invalid_entries(
     entries = [f[b"msg"] for _, f in client.xrange(KEYS.events)]
     client.xadd(KEYS.events, {"msg": b"{broken"})
     client.xadd(KEYS.events, {"nomsg": b"x"})
+    client.xadd(KEYS.events, {"msg": entries[2].replace(JOB.encode(), b"job-other")})
     client.close()
     # the spool holds a replayed copy of two messages (same ids) and one of its own junk
     spool = tmp_path / "spool"
     (spool / JOB).mkdir(parents=True)
-    (spool / JOB / "events.jsonl").write_bytes(entries[3] + b"\n" + entries[1] + b"\n"
-                                               + b'{"type":"progress"}\n')
+    (spool / JOB / "events.jsonl").write_bytes(
+        entries[3] + b"\n" + entries[1] + b"\n" + b'{"type":"progress"}\n'
+    )
     logger, log = reader_log()
     events = JobEvents(JOB, redis_url=redis_server.url, spool_dir=spool, logger=logger)
     messages = events.read()
@@ -71,6 +83,7 @@ def test_read_merges_redis_and_spool_and_skips_invalid_entries(
     assert [m.type for m in messages][-1] == "result"
     assert log.count("skipped an invalid message") == 2
     assert log.count("skipped an entry without a msg field") == 1
+    assert log.count("skipped a message of another job") == 1
 
 
 def test_read_falls_back_to_the_spool_and_to_the_result_key(
@@ -81,8 +94,9 @@ def test_read_falls_back_to_the_spool_and_to_the_result_key(
     bus.close()
     logger, log = reader_log()
     dead = "redis://127.0.0.1:1/0"
-    events = JobEvents(JOB, redis_url=dead, spool_dir=tmp_path / "spool", logger=logger,
-                       connect_timeout=0.2)
+    events = JobEvents(
+        JOB, redis_url=dead, spool_dir=tmp_path / "spool", logger=logger, connect_timeout=0.2
+    )
     assert len(events.read()) == 5
     assert log.count("Redis unreachable; reading the spool only") == 1
     with pytest.raises(redis.ConnectionError):  # nothing to fall back on: say so
@@ -123,8 +137,9 @@ def test_follow_yields_live_messages_and_stops_at_the_result(
     assert seen == list(range(8))
 
 
-def test_follow_tails_the_spool_and_stops_at_a_timeout(make_bus: BusFactory,
-                                                       tmp_path: Path) -> None:
+def test_follow_tails_the_spool_and_stops_at_a_timeout(
+    make_bus: BusFactory, tmp_path: Path
+) -> None:
     bus = make_bus(spool_dir=tmp_path / "spool")
     bus.send_state_change(AgentState.INITIALIZING)
     events = JobEvents(JOB, spool_dir=tmp_path / "spool")
@@ -152,9 +167,12 @@ def watch(*argv: str) -> int:
     return watch_command(build_parser().parse_args(["watch", *argv]))
 
 
-def test_watch_prints_one_line_per_event(make_bus: BusFactory, tmp_path: Path,
-                                         capsys: pytest.CaptureFixture[str],
-                                         monkeypatch: pytest.MonkeyPatch) -> None:
+def test_watch_prints_one_line_per_event(
+    make_bus: BusFactory,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     for name in ("BAQUP_REDIS_URL", "BAQUP_SPOOL_DIR", "BAQUP_STAGING_DIR"):
         monkeypatch.delenv(name, raising=False)
     assert watch(JOB, "--no-follow") == 64
@@ -180,9 +198,10 @@ def test_the_watch_subcommand_runs(make_bus: BusFactory, tmp_path: Path) -> None
     a_job(bus)
     bus.close()
     done = subprocess.run(
-        [sys.executable, "-m", "baqup_agent", "watch", JOB, "--spool-dir",
-         str(tmp_path / "spool")],
-        capture_output=True, text=True, timeout=60,
+        [sys.executable, "-m", "baqup_agent", "watch", JOB, "--spool-dir", str(tmp_path / "spool")],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert done.returncode == 0, done.stderr
     assert len(done.stdout.splitlines()) == 5

@@ -18,6 +18,7 @@ from tests.conftest import RedisServer
 
 INTERVAL = 0.2
 TTL = 0.6
+SLACK = 0.25  # our own polling and scheduling on a busy machine, not Redis's expiry
 
 AGENT = """
 import sys, threading
@@ -41,25 +42,28 @@ def test_heartbeat_key_expires_within_the_ttl_after_sigkill(
     client = redis.Redis.from_url(redis_server.url)
     agent = subprocess.Popen(
         [sys.executable, "-c", AGENT, redis_server.url, str(INTERVAL), str(TTL), str(tmp_path)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
     )
     try:
         wait_for(lambda: client.exists(key), timeout=15, what="the agent's first heartbeat")
         first = Heartbeat.model_validate_json(client.get(key))
         assert first.ttl_seconds == TTL and first.interval_seconds == INTERVAL
         # alive: the key is refreshed by newer beats and never outlives the TTL
-        wait_for(lambda: Heartbeat.model_validate_json(client.get(key)).seq > first.seq + 2,
-                 what="refreshed heartbeats")
+        wait_for(
+            lambda: Heartbeat.model_validate_json(client.get(key)).seq > first.seq + 2,
+            what="refreshed heartbeats",
+        )
         assert 0 < client.pttl(key) <= TTL * 1000
 
         os.kill(agent.pid, signal.SIGKILL)
         killed_at = time.monotonic()
         agent.wait(timeout=10)
         while client.exists(key):
-            assert time.monotonic() - killed_at < TTL + 0.15, "heartbeat key outlived the TTL"
+            assert time.monotonic() - killed_at < TTL + SLACK, "heartbeat key outlived the TTL"
             time.sleep(0.01)
         gone_after = time.monotonic() - killed_at
-        assert gone_after <= TTL + 0.15
+        assert gone_after <= TTL + SLACK
         assert agent.returncode == -signal.SIGKILL
     finally:
         if agent.poll() is None:

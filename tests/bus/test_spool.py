@@ -78,3 +78,15 @@ def test_read_lines_returns_complete_lines_and_where_to_go_on(tmp_path: Path) ->
     with open(path, "ab") as f:
         f.write(b"c\n")
     assert read_lines(path, offset) == ([(10, b"ccc")], 10)
+
+
+def test_read_lines_stops_at_the_limit_across_chunks(tmp_path: Path) -> None:
+    path = tmp_path / "big.jsonl"
+    rows = [b"%06d" % i + b"x" * 1000 for i in range(600)]  # > 2 chunks of 256 KiB
+    path.write_bytes(b"\n".join(rows) + b"\n")
+    first, offset = read_lines(path, 0, limit=500)
+    assert [line for _, line in first] == rows[:500]
+    assert offset == first[-1][0]
+    rest, end = read_lines(path, offset, limit=500)
+    assert [line for _, line in rest] == rows[500:]
+    assert end == path.stat().st_size

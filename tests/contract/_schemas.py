@@ -225,7 +225,11 @@ _WRONG_TYPE: dict[str, list[Any]] = {
 # text forms that pydantic's own parsers accept and the formats do not
 _BAD_FORMAT: dict[str, list[str]] = {
     "date-time": ["not-a-date", "2026-11-27 10:00:00Z", "1700000000", "2026-11-27T10:00:00"],
-    "uuid": ["not-a-uuid", "0b6a3f0e8d7e4a539a4c2a1e5f0c9d11", "{0b6a3f0e-8d7e-4a53-9a4c-2a1e5f0c9d11}"],
+    "uuid": [
+        "not-a-uuid",
+        "0b6a3f0e8d7e4a539a4c2a1e5f0c9d11",
+        "{0b6a3f0e-8d7e-4a53-9a4c-2a1e5f0c9d11}",
+    ],
 }
 
 Edit = tuple[str, tuple[Any, ...], Any]
@@ -314,4 +318,3 @@ def examples_of(schema: dict[str, Any]) -> Iterator[tuple[str | None, Any]]:
 def target(file: str, name: str | None) -> Target:
     """The target of a schema file root or ``$defs`` entry."""
     return next(t for t in TARGETS if (t.file, t.name) == (file, name))
-

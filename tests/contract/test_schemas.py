@@ -58,14 +58,18 @@ def test_objects_state_additional_properties(file: str) -> None:
 
 
 @pytest.mark.parametrize(
-    ("file", "name", "example"), EXAMPLES, ids=[f"{f}#{n or ''}-{i}" for i, (f, n, _) in enumerate(EXAMPLES)]
+    ("file", "name", "example"),
+    EXAMPLES,
+    ids=[f"{f}#{n or ''}-{i}" for i, (f, n, _) in enumerate(EXAMPLES)],
 )
 def test_example_is_valid(file: str, name: str | None, example: object) -> None:
     validator(ref(file, name)).validate(example)
     t = target(file, name)
     value = t.validate_json(json.dumps(example))
     # and the model writes it back as a valid instance
-    validator(ref(file, name)).validate(t.dump(value, exclude_unset=True) if t.is_model else t.dump(value))
+    validator(ref(file, name)).validate(
+        t.dump(value, exclude_unset=True) if t.is_model else t.dump(value)
+    )
 
 
 @pytest.mark.parametrize(

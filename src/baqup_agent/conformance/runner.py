@@ -243,15 +243,18 @@ def execute(run: Run, ctx: SuiteContext) -> Run:
         run.spool = Path(spool_dir) / run.job_id
     command = [expand(a, run, ctx) for a in ctx.command]
     run.started = time.monotonic()
-    proc = subprocess.Popen(
-        command,
-        env=run.env,
-        cwd=ctx.cwd,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        start_new_session=True,  # so that a timeout can kill the agent's children too
-    )
+    try:
+        proc = subprocess.Popen(
+            command,
+            env=run.env,
+            cwd=ctx.cwd,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,  # its own process group: children are killed with it
+        )
+    except OSError as exc:
+        raise RuntimeError(f"cannot run the agent {command[0]!r}: {exc.strerror}") from None
     assert proc.stdout is not None and proc.stderr is not None
     readers = [
         threading.Thread(target=_read_lines, args=(proc.stderr, run.stderr), daemon=True),
@@ -266,6 +269,7 @@ def execute(run: Run, ctx: SuiteContext) -> Run:
         if proc.poll() is None:
             _kill(proc)
         run.exit_code = proc.wait()
+        _kill(proc)  # whatever the agent started and left behind
         for t in readers:
             t.join(timeout=5)
         monitor.finish()

@@ -29,6 +29,13 @@ from baqup_agent.conformance.scenarios import BY_NAME as SCENARIOS_BY_NAME
 from baqup_agent.conformance.scenarios import SCENARIOS, Scenario
 from baqup_agent.conformance.schemas import warm_up
 
+SUITE_VARIABLES = frozenset(
+    {"BAQUP_JOB_ID", "BAQUP_AGENT_ID", "BAQUP_ROLE", "BAQUP_STAGING_DIR", "BAQUP_RESTORE_SOURCE",
+     "BAQUP_REDIS_URL", "BAQUP_REDIS_PASSWORD", "BAQUP_HEARTBEAT_INTERVAL", "BAQUP_GRACE_PERIOD",
+     "BAQUP_LOG_FORMAT"}
+)  # fmt: skip
+"""Variables each scenario sets itself; --env may not override them."""
+
 
 @dataclass
 class SuiteOptions:
@@ -75,6 +82,12 @@ class Suite:
         unknown = [name for name in options.only if name not in BY_NAME]
         if unknown:
             raise ValueError(f"unknown check(s) {unknown}; known: {', '.join(BY_NAME)}")
+        taken = SUITE_VARIABLES & set(options.env) | SUITE_VARIABLES & set(options.slow_env)
+        if taken:
+            raise ValueError(
+                f"{', '.join(sorted(taken))}: set by the suite for each scenario "
+                "(see --heartbeat-interval and --grace-period)"
+            )
         self.options = options
         roles = {"backup", "restore"} if options.role == "both" else {options.role}
         self.checks = [

@@ -227,9 +227,12 @@ class Bus:
                 msg = json.loads(line)
             except ValueError:
                 continue
-            if isinstance(msg, dict) and msg.get("type") == "cancel":
-                if msg.get("job_id") == self.job_id:
-                    return True
+            if (
+                isinstance(msg, dict)
+                and msg.get("type") == "cancel"
+                and msg.get("job_id") == self.job_id
+            ):
+                return True
         return False
 
 

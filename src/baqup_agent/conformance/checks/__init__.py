@@ -18,6 +18,7 @@ from baqup_agent.conformance.checks.security import secrets
 _BACKUP = frozenset({"backup"})
 _RESTORE = frozenset({"restore"})
 _PUBLISHING = ("backup", "backup-spool", "backup-redis-down")
+_STOPPED = ("sigterm", "cancel-redis", "cancel-spool")
 
 CHECKS: tuple[Check, ...] = (
     Check("exit-codes", "§5", "exit codes within the taxonomy and consistent with the result",
@@ -40,7 +41,7 @@ CHECKS: tuple[Check, ...] = (
           result_once,
           fix="send the result once, at the end, and SET baqup:{JOB_ID}:result"),
     Check("atomic-publication", "§4", "output never visible half-written", atomic_publication,
-          scenarios=_PUBLISHING, roles=_BACKUP,
+          scenarios=_PUBLISHING + _STOPPED, roles=_BACKUP,
           fix="write into .staging/JOB_ID, manifest last, then one rename to JOB_ID"),
     Check("manifest", "§4", "a valid manifest whose sizes and checksums match the files",
           manifest, scenarios=_PUBLISHING, roles=_BACKUP,
@@ -50,10 +51,10 @@ CHECKS: tuple[Check, ...] = (
           fix="keep secrets out of log fields, messages, manifests and file names; "
               "redact known values"),
     Check("sigterm", "§1", "SIGTERM mid-job: non-zero exit within the grace period, nothing "
-          "published", sigterm, scenarios=("sigterm",), roles=_BACKUP,
+          "published", sigterm, scenarios=_STOPPED[:1], roles=_BACKUP,
           fix="handle SIGTERM: stop at the next checkpoint, remove staging, report, exit 1"),
     Check("cancel", "§1", "a cancel (control stream or control.jsonl) stops the job",
-          cancel, scenarios=("cancel-redis", "cancel-spool"), roles=_BACKUP,
+          cancel, scenarios=_STOPPED[1:], roles=_BACKUP,
           fix="poll baqup:{JOB_ID}:control (Redis) or SPOOL/JOB_ID/control.jsonl"),
     Check("bad-config", "§2", "an invalid config exits 64 with a structured error, nothing "
           "else", bad_config,

@@ -138,7 +138,8 @@ def _gaps(run: Run, beats: list[Message], interval: float, ttl: float) -> Iterat
 def _ttl_key(run: Run, beats: list[Message], interval: float, ttl: float) -> Iterator[Finding]:
     samples = run.ttl_samples
     if not samples:
-        if run.duration > 2 * interval:
+        running_for = run.ended - (run.running_seen_at or run.ended)
+        if running_for > 2 * interval:
             yield must(f"the key baqup:{{{run.job_id}}}:heartbeat was never seen", run)
         else:
             yield should("the job was too short to observe the heartbeat key", run)

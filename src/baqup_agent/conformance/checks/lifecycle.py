@@ -20,7 +20,9 @@ from baqup_agent.contract import AgentState, ExitCode
 from baqup_agent.contract.tables import FINAL_STATES, INITIAL_STATE, TRANSITIONS
 
 STOP_SLACK = 1.0  # seconds beyond the grace period: process exit and polling latency
-RACE = 0.05  # output published this soon after the signal was finished before it
+# Output published this soon after the signal or cancel was (most likely) finished before
+# the agent could see it: a last uninterruptible step, a control stream polled at intervals.
+RACE = 0.5
 
 
 def state_transitions(inp: CheckInput) -> Iterator[Finding]:

@@ -1,0 +1,196 @@
+"""The example filesystem agent backing up a directory, against the shell pipeline.
+
+Peer, same machine, same run: ``tar -cf - DIR | zstd -1 -T0 > OUT && openssl dgst
+-sha256 OUT`` (archive, compress, then checksum: what the agent does in one pass).
+The agent runs as a real process (``python examples/filesystem_agent/agent.py``, zstd
+level 1, every core), interpreter start-up and configuration included, as the
+pipeline's start-up is. Targets: wall time at most 1.0x the pipeline's; peak RSS of
+the agent process under 100 MiB, and within 10% between a SIZE and a 4 x SIZE tree
+(constant memory).
+
+Environment: BENCH_SIZE_MB (default 1024; half incompressible random bytes, half
+text), BENCH_RSS_SCALE (default 4; 0 skips the bigger tree), BENCH_REPEAT (default 3:
+best of that many runs of each side, alternating). Data lives in bench/.work/ and is
+removed afterwards.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from bench._report import row
+
+ROOT = Path(__file__).resolve().parent.parent
+AGENT = ROOT / "examples" / "filesystem_agent" / "agent.py"
+WORK = Path(__file__).resolve().parent / ".work" / "agent"
+FILE_MB = 4
+RSS_LIMIT_MIB = 100
+WORDS = [
+    "the",
+    "of",
+    "and",
+    "to",
+    "in",
+    "is",
+    "was",
+    "for",
+    "on",
+    "that",
+    "with",
+    "as",
+    "by",
+    "at",
+    "from",
+    "his",
+    "her",
+    "an",
+    "were",
+    "are",
+    "which",
+    "this",
+    "be",
+    "or",
+    "has",
+    "had",
+    "not",
+    "but",
+    "have",
+    "they",
+    "one",
+    "its",
+    "their",
+    "all",
+    "been",
+    "new",
+    "who",
+    "more",
+    "also",
+    "backup",
+    "restore",
+    "archive",
+    "container",
+    "volume",
+    "database",
+    "snapshot",
+    "checksum",
+    "manifest",
+]
+
+
+def make_tree(root: Path, size_mb: int, seed: int = 1) -> None:
+    """``size_mb`` MiB in 4 MiB files across 16 directories: half random, half text."""
+    rng = random.Random(seed)
+    blocks = []  # distinct 1 MiB text blocks, so text compresses like text, not like a loop
+    for _ in range(32):
+        text = " ".join(rng.choices(WORDS, k=220_000)).encode()
+        blocks.append(text[: 1 << 20])
+    files = max(2, size_mb // FILE_MB)
+    for i in range(files):
+        folder = root / f"dir-{i % 16:02d}"
+        folder.mkdir(parents=True, exist_ok=True)
+        with open(folder / f"file-{i:05d}.{'bin' if i % 2 else 'txt'}", "wb") as f:
+            for _ in range(FILE_MB):
+                f.write(os.urandom(1 << 20) if i % 2 else rng.choice(blocks))
+
+
+def run_pipeline(source: Path, out: Path) -> float:
+    """Seconds of ``tar | zstd -1 -T0 > out && openssl dgst -sha256 out``."""
+    command = (
+        f"tar -cf - -C {source.parent} {source.name} | zstd -q -1 -T0 > {out} "
+        f"&& openssl dgst -sha256 {out} > /dev/null"
+    )
+    t0 = time.perf_counter()
+    subprocess.run(["bash", "-o", "pipefail", "-c", command], check=True)
+    elapsed = time.perf_counter() - t0
+    out.unlink()
+    return elapsed
+
+
+def run_agent(source: Path, staging: Path, job_id: str) -> tuple[float, int]:
+    """(seconds, peak RSS in bytes) of one agent backup process."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BAQUP_")}
+    env.update(
+        BAQUP_JOB_ID=job_id,
+        BAQUP_AGENT_ID="bench",
+        BAQUP_ROLE="backup",
+        BAQUP_STAGING_DIR=str(staging),
+        BAQUP_FS_SOURCE=str(source),
+        BAQUP_FS_ZSTD_LEVEL="1",
+        BAQUP_FS_THREADS="-1",
+        BAQUP_LOG_LEVEL="WARN",
+    )
+    t0 = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, str(AGENT)], env=env)
+    _, status, usage = os.wait4(proc.pid, 0)
+    elapsed = time.perf_counter() - t0
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise RuntimeError(f"the agent exited {proc.returncode}")
+    shutil.rmtree(staging / job_id)
+    return elapsed, usage.ru_maxrss * 1024  # Linux reports KiB
+
+
+def warm(source: Path) -> None:
+    """Read the tree once so both sides start from the page cache."""
+    subprocess.run(["tar", "-cf", "/dev/null", "-C", str(source.parent), source.name], check=True)
+
+
+def main() -> int:
+    size_mb = int(os.environ.get("BENCH_SIZE_MB", "1024"))
+    scale = int(os.environ.get("BENCH_RSS_SCALE", "4"))
+    repeat = int(os.environ.get("BENCH_REPEAT", "3"))
+    missed = 0
+    shutil.rmtree(WORK, ignore_errors=True)
+    try:
+        source, staging = WORK / "source", WORK / "staging"
+        make_tree(source, size_mb)
+        warm(source)
+        pipeline, agent, rss = float("inf"), float("inf"), 0
+        for i in range(repeat):  # alternate, so drift in machine load hits both sides
+            pipeline = min(pipeline, run_pipeline(source, WORK / "peer.tar.zst"))
+            seconds, peak = run_agent(source, staging, f"bench-{i}")
+            agent, rss = min(agent, seconds), max(rss, peak)
+        ratio = agent / pipeline
+        passed = ratio <= 1.0
+        missed += not passed
+        row(
+            f"fs agent backup {size_mb} MiB vs tar|zstd|openssl",
+            ratio,
+            "<= 1.0",
+            passed,
+            f"agent {agent:.2f} s, pipeline {pipeline:.2f} s, best of {repeat}",
+        )
+        passed = rss < RSS_LIMIT_MIB << 20
+        missed += not passed
+        row(
+            f"fs agent peak RSS {size_mb} MiB",
+            rss / (RSS_LIMIT_MIB << 20),
+            "< 1.0",
+            passed,
+            f"{rss / 2**20:.1f} MiB of {RSS_LIMIT_MIB} MiB",
+        )
+        if scale > 1:
+            shutil.rmtree(source)
+            big = WORK / "big"
+            make_tree(big, size_mb * scale, seed=2)
+            warm(big)
+            _, big_rss = run_agent(big, staging, "bench-big")
+            ratio = big_rss / rss
+            passed = ratio <= 1.10
+            missed += not passed
+            row(
+                f"fs agent peak RSS {size_mb * scale} vs {size_mb} MiB",
+                ratio,
+                "<= 1.10",
+                passed,
+                f"{big_rss / 2**20:.1f} MiB vs {rss / 2**20:.1f} MiB",
+            )
+    finally:
+        shutil.rmtree(WORK, ignore_errors=True)
+    return missed

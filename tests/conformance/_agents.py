@@ -1,0 +1,71 @@
+"""How the tests point the suite at their agents."""
+
+from __future__ import annotations
+
+import random
+import sys
+from pathlib import Path
+from typing import Any
+
+from baqup_agent.conformance.fixture import make_default_fixture
+
+ROOT = Path(__file__).resolve().parents[2]
+AGENTS = Path(__file__).resolve().parent / "agents"
+
+PLAIN = [sys.executable, str(AGENTS / "plain_agent.py")]
+PLAIN_OPTIONS: dict[str, Any] = {
+    "env": {"PLAIN_SOURCE": "{fixture}", "PLAIN_TARGET": "{target}"},
+    "slow_env": {"PLAIN_DELAY": "0.12"},  # ~1.6 s jobs for SIGTERM, cancel and heartbeats
+    "secret_vars": ["PLAIN_TOKEN"],
+}
+
+FILESYSTEM = [sys.executable, str(ROOT / "examples" / "filesystem_agent" / "agent.py")]
+SQLITE = [sys.executable, str(ROOT / "examples" / "sqlite_agent" / "agent.py")]
+
+
+def filesystem_fixture(root: Path) -> tuple[Path, dict[str, Any]]:
+    """The default fixture plus ~500 KB of text that zstd -19 takes most of a second over
+    (the slow scenarios' job must outlive the suite's SIGTERM and cancel).
+
+    That compression is one uninterruptible call at the end of the job, which a loaded
+    machine stretches: the grace period is 4 s instead of the suite's default 2 s.
+    """
+    make_default_fixture(root)
+    rng = random.Random(2)
+    (root / "text").mkdir()
+    for i in range(5):
+        lines = "".join(f"{j} {rng.random()} event {rng.randint(0, 999)}\n" for j in range(3000))
+        (root / "text" / f"log-{i}.txt").write_text(lines, encoding="utf-8")
+    options = {
+        "fixture": root,
+        "env": {"BAQUP_FS_SOURCE": "{fixture}", "BAQUP_FS_TARGET": "{target}"},
+        "slow_env": {"BAQUP_FS_ZSTD_LEVEL": "19", "BAQUP_FS_THREADS": "0"},
+        "grace_period": 4.0,
+    }
+    return root, options
+
+
+def sqlite_fixture(root: Path) -> tuple[Path, dict[str, Any]]:
+    """A directory holding app.db (about 2,000 pages, copied one page per step)."""
+    import sqlite3
+    from contextlib import closing
+
+    root.mkdir(parents=True)
+    rng = random.Random(1)
+    with closing(sqlite3.connect(root / "app.db")) as db:
+        db.execute("create table t(id integer primary key, v text)")
+        db.executemany(
+            "insert into t(v) values (?)", [(rng.randbytes(200).hex(),) for _ in range(20000)]
+        )
+        db.commit()
+    options = {
+        "fixture": root,
+        "env": {"BAQUP_SQLITE_DATABASE": "{data}/app.db", "BAQUP_SQLITE_PAGES_PER_STEP": "1"},
+        "compare_command": [
+            sys.executable,
+            str(AGENTS / "compare_sqlite.py"),
+            "{fixture}/app.db",
+            "{target}/app.db",
+        ],
+    }
+    return root, options
