@@ -50,6 +50,9 @@ if TYPE_CHECKING:
 PROGRESS_INTERVAL = 1.0
 """Seconds, at least, between two progress messages sent by ``Context.progress``."""
 
+HEARTBEAT_STOP_TIMEOUT = 10.0
+"""Seconds to wait for a heartbeat in flight before the final state and result go out."""
+
 _ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")  # common.json JobId/AgentId
 
 
@@ -358,12 +361,11 @@ class _Job:
         )
         try:
             self.bus.on_cancel(self._on_bus_cancel)
-            self.machine.announce()
             self.heartbeat.start()
             outcome = self._execute()
             self._finish(outcome)
         finally:
-            self.heartbeat.stop()
+            self.heartbeat.stop(HEARTBEAT_STOP_TIMEOUT)
             self.bus.close()  # its last replay may still deliver a spooled result
             self.cancellation.stop()
             self.cancellation.restore_signal_handlers()
@@ -382,6 +384,7 @@ class _Job:
     def _execute(self) -> _Outcome:
         """Run the job; return its outcome, whatever happens."""
         try:
+            self.machine.announce()
             ctx = self._prepare()
             self.machine.transition(AgentState.RUNNING)
             self.logger.info(
@@ -462,7 +465,7 @@ class _Job:
 
     def _failed(self, exc: BaseException) -> _Outcome:
         summary = classify(exc)
-        if isinstance(exc, Cancelled):
+        if isinstance(exc, (Cancelled, KeyboardInterrupt)):
             status = ResultStatus.CANCELLED
             self.logger.warn("job cancelled", reason=summary.message, exit_code=summary.exit_code)
         else:
@@ -484,7 +487,7 @@ class _Job:
 
     def _finish(self, outcome: _Outcome) -> None:
         """Enter the final state and report the result (once)."""
-        self.heartbeat.stop()  # no heartbeat after the result
+        self.heartbeat.stop(HEARTBEAT_STOP_TIMEOUT)  # no heartbeat after the result
         self._enter_final(outcome)
         self._report(outcome)
 

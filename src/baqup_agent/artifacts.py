@@ -58,9 +58,9 @@ class ArtifactWriter:
 
     Use it as a context manager: a clean exit closes it (``close()`` returns the
     ``Artifact``: filename, stored size, checksum, compression); an exception aborts
-    it, which removes the file. It has the methods ``tarfile.open(fileobj=...)``,
-    ``shutil.copyfileobj`` and ``print(file=...)``-style writers need; ``tell()``
-    counts bytes written in (before compression).
+    it, which removes the file. It has what ``tarfile.open(fileobj=...)`` and
+    ``shutil.copyfileobj`` need; ``tell()`` counts bytes written in (before
+    compression).
 
     The file is created exclusively (``O_EXCL``, never through a symlink) with mode
     0o600 and fsynced on close. ``threads`` sets zstd worker threads (-1: every core).

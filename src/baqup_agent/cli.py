@@ -67,9 +67,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-redis", action="store_true", help="spool-only scenarios")
     p.add_argument("--jobs", type=int, default=4, help="scenarios run at the same time")
     p.add_argument("--keep", action="store_true", help="keep the sandbox for inspection")
-    p.add_argument("--compare-command", metavar="CMD",
-                   help="judges the round trip (exit 0: {fixture} and {target} hold the same "
-                        "data) instead of a byte-for-byte comparison of the trees")
+    p.add_argument(
+        "--compare-command",
+        metavar="CMD",
+        help="judges the round trip (exit 0: {fixture} and {target} hold the same "
+        "data) instead of a byte-for-byte comparison of the trees",
+    )
     p.add_argument("agent_command", nargs=argparse.REMAINDER, help="-- COMMAND [ARGS...]")
     return parser
 

@@ -21,6 +21,7 @@ logs, ``warnings``) through the same logger, with the stdlib logger's name in th
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import sys
@@ -175,11 +176,14 @@ class Logger:
         self._json = self.format is LogFormat.JSON
         self._stream = stream
         self._redactor = REDACTOR if redactor is None else redactor
-        self._bound = _renamed(fields)
-        self._taken = RESERVED_FIELDS | self._bound.keys()
         self._ids = b',"job_id":' + _dumps(self.job_id) + b',"agent_id":' + _dumps(self.agent_id)
+        self._set_fields(_renamed(fields))
+
+    def _set_fields(self, bound: dict[str, Any]) -> None:
+        self._bound = bound
+        self._taken = RESERVED_FIELDS | bound.keys()
         # precomputed: the ids and bound fields as they appear in every JSON line
-        self._const = self._ids + (b"," + _dumps(self._bound)[1:-1] if self._bound else b"")
+        self._const = self._ids + (b"," + _dumps(bound)[1:-1] if bound else b"")
 
     @property
     def level(self) -> LogLevel:
@@ -196,16 +200,14 @@ class Logger:
         return dict(self._bound)
 
     def bind(self, **fields: Any) -> Logger:
-        """A logger writing to the same place that adds ``fields`` to every line."""
-        return Logger(
-            self.job_id,
-            self.agent_id,
-            self._level,
-            self.format,
-            stream=self._stream,
-            redactor=self._redactor,
-            **{**self._bound, **fields},
-        )
+        """A logger writing to the same place that adds ``fields`` to every line.
+
+        Any name works here, also those of the constructor's parameters (``level``,
+        ``stream``...) and reserved ones (written as ``extra_<name>``).
+        """
+        child = copy.copy(self)
+        child._set_fields({**self._bound, **_renamed(fields)})
+        return child
 
     def enabled(self, level: LogLevel | int | str) -> bool:
         """Whether a line at ``level`` would be written."""
@@ -357,11 +359,13 @@ class Logger:
         merged = {**self._bound, **_renamed(fields), "job_id": self.job_id}
         merged["agent_id"] = self.agent_id
         pairs = " ".join(f"{k}={_text_value(v)}" for k, v in merged.items())
-        text = f"{head}{_one_line(message)}  {pairs}\n"
+        # redact before escaping newlines and indenting: both would split a secret's text
+        redact = self._redactor.redact
+        text = f"{head}{_one_line(redact(message))}  {pairs}\n"
         if exc is not None:
-            stack = _exception_info(exc)["stack"].rstrip("\n")
+            stack = redact(_exception_info(exc)["stack"]).rstrip("\n")
             text += "".join(f"    {line}\n" for line in stack.splitlines())
-        return self._redactor.redact(text)
+        return redact(text)
 
     # -- the stdlib bridge -------------------------------------------------------------
 

@@ -176,7 +176,7 @@ class Redactor:
         if isinstance(obj, (list, tuple, set, frozenset)):
             return [self.redact_tree(v) for v in obj]
         if obj is None or isinstance(obj, (bool, int, float)):
-            return REDACTED if self.matches(str(obj)) else obj
+            return REDACTED if self.matches(json.dumps(obj)) else obj  # as JSON writes it
         return self.redact(str(obj))
 
     def clear(self) -> None:

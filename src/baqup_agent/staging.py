@@ -217,7 +217,7 @@ class Staging:
     ) -> Path:
         """Publish the good artifacts atomically and return ``output_dir``.
 
-        Steps: check every writer is closed; remove (or, with ``adopt_unregistered``,
+        Steps: check every writer was closed (or reported with ``fail_artifact``); remove (or, with ``adopt_unregistered``,
         register) files that are not artifacts; fsync subdirectories; write
         ``manifest.json`` last and fsync it and ``work_dir``; rename ``work_dir`` to
         ``output_dir`` (refusing to replace anything); fsync both parents.
@@ -231,8 +231,13 @@ class Staging:
         with self._lock:
             self._check_prepared()
             if self._writers:
+                # An aborted writer the agent did not report would silently be missing.
                 raise InternalError(
-                    "artifacts not closed before publish: " + ", ".join(sorted(self._writers))
+                    "artifacts not finished before publish: "
+                    + ", ".join(
+                        f"{name} ({'aborted without fail_artifact' if w.closed else 'open'})"
+                        for name, w in sorted(self._writers.items())
+                    )
                 )
             if self.failures and not self.artifacts:
                 self.discard()

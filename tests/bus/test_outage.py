@@ -130,3 +130,24 @@ def test_a_restarted_redis_is_used_again_without_losing_the_in_flight_message(
         assert seqs == [0, 1, 2]
     finally:
         server.stop(kill=True)
+
+
+def test_a_message_whose_reply_never_came_is_spooled_not_lost(
+    redis_server: RedisServer, make_bus: BusFactory
+) -> None:
+    bus = make_bus(redis_server.url)
+    admin = redis.Redis.from_url(redis_server.url)
+    admin.execute_command("CLIENT", "PAUSE", 10_000, "WRITE")
+    admin.close()
+    bus.send_progress(progress(0))  # in the socket, but Redis holds it unapplied
+    redis_server.restart()  # ...and dies with it
+    bus.send_progress(progress(1))  # reads the missing reply: both go to the spool first
+    bus.flush()
+    assert bus.connected
+    client = redis.Redis.from_url(redis_server.url)
+    seqs = [
+        ProgressUpdate.model_validate_json(f[b"msg"]).seq
+        for _, f in client.xrange(job_keys(JOB).events)
+    ]
+    client.close()
+    assert seqs == [0, 1]

@@ -95,13 +95,14 @@ def test_levels_and_level_names(stream: CountingStream) -> None:
 
 
 def test_colliding_fields_are_prefixed(stream: CountingStream) -> None:
-    log = Logger("j", "a", stream=stream, level="DEBUG", job_id="bound-collision")
+    log = Logger("j", "a", stream=stream).bind(job_id="bound-collision", stream="s")
     log.info("real", message="fake", level="x", timestamp=1, agent_id="b", exception="e")
     (record,) = lines(stream)
     assert (record["message"], record["level"], record["job_id"]) == ("real", "INFO", "j")
     assert record["extra_message"] == "fake" and record["extra_level"] == "x"
     assert record["extra_timestamp"] == 1 and record["extra_job_id"] == "bound-collision"
     assert record["extra_exception"] == "e" and record["extra_agent_id"] == "b"
+    assert record["stream"] == "s"
 
 
 def test_bound_fields_and_per_call_override(stream: CountingStream) -> None:
@@ -170,20 +171,33 @@ def test_stdlib_bridge(stream: CountingStream, root_logger: logging.Logger) -> N
         raise ConnectionError("refused")
     except ConnectionError:
         lib.exception("retrying")
-    lib.warning("bad %d args", "x")
     warnings.warn("deprecated thing", DeprecationWarning, stacklevel=1)
     records = lines(stream)
     assert [(r["level"], r["logger"]) for r in records] == [
         ("DEBUG", "somelib.pool"),
         ("FATAL", "somelib.pool"),
         ("ERROR", "somelib.pool"),
-        ("WARN", "somelib.pool"),
         ("WARN", "py.warnings"),
     ]
     assert records[0]["message"] == "opened 3 connections" and records[0]["host"] == "db"
     assert records[2]["exception"]["type"] == "ConnectionError"
-    assert records[3]["message"] == "bad %d args (unformattable arguments)"
-    assert "deprecated thing" in records[4]["message"]
+    assert "deprecated thing" in records[3]["message"]
+
+
+def test_bridge_on_one_logger_keeps_bad_arguments(stream: CountingStream) -> None:
+    isolated = logging.getLogger("isolated.lib")
+    isolated.propagate = False  # pytest's own capture handler would choke on the bad args
+    handler = Logger("j", "a", stream=stream).install_logging_bridge(
+        isolated, capture_warnings=False
+    )
+    try:
+        isolated.warning("bad %d args", "x")
+    finally:
+        isolated.removeHandler(handler)
+        isolated.propagate = True
+    (record,) = lines(stream)
+    assert record["message"] == "bad %d args (unformattable arguments)"
+    assert record["logger"] == "isolated.lib"
 
 
 def test_bridge_respects_the_logger_level(

@@ -333,8 +333,21 @@ def test_unregistered_files_are_not_published(
 def test_open_writer_at_publish_is_a_bug(staging_dir: Path, logger: Logger) -> None:
     s = staging(staging_dir, logger)
     s.artifact("a")
-    with pytest.raises(InternalError, match="not closed"):
+    with pytest.raises(InternalError, match=r"a \(open\)"):
         publish(s)
+    assert not s.output_dir.exists()
+
+
+def test_aborted_writer_must_be_reported(staging_dir: Path, logger: Logger) -> None:
+    s = staging(staging_dir, logger)
+    with pytest.raises(OSError), s.artifact("a") as w:  # the agent swallows this one...
+        w.write(b"x")
+        raise OSError("read error")
+    with pytest.raises(InternalError, match="aborted without fail_artifact"):
+        publish(s)  # ...so publishing would silently lose it
+    s.fail_artifact("a", OSError("read error"))
+    with pytest.raises(OSError, match="read error"):
+        publish(s)  # the only artifact failed: nothing published
     assert not s.output_dir.exists()
 
 

@@ -12,7 +12,7 @@ import contextlib
 import gzip
 import json
 import secrets
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote, quote_plus
@@ -141,8 +141,3 @@ def _decompressed(path: Path, kind: str) -> Iterator[Callable[[int], bytes]]:
 
             with zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True) as zr:
                 yield zr.read
-
-
-def scan_lines(scanner: CanaryScanner, lines: Iterable[str], place: str) -> list[Leak]:
-    """Leaks in a sequence of text lines (a log, a spool)."""
-    return scanner.scan_text("\n".join(lines), place)

@@ -89,13 +89,6 @@ class LocalRedis:
         self._proc.wait(timeout=10)
         self._proc = None
 
-    def __enter__(self) -> LocalRedis:
-        self.start()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.stop()
-
 
 def _conf_quote(value: str) -> str:
     return value.replace("\\", "\\\\").replace('"', '\\"')

@@ -73,7 +73,6 @@ class SuiteContext:
     timeout: float
     env: dict[str, str]  # --env, values may hold placeholders
     slow_env: dict[str, str]
-    secret_vars: list[str]
     canaries: dict[str, str]  # variable -> canary value
     redis: LocalRedis | None
     closed_port: int
@@ -125,7 +124,8 @@ class Run:
         return self.staging / self.job_id
 
     def of_type(self, kind: str) -> list[Message]:
-        """Messages of one type, de-duplicated by id (Redis first, then the spool)."""
+        """Messages of one type in arrival order, de-duplicated by id (a spool replayed to
+        Redis holds the same message twice)."""
         seen: set[str] = set()
         out = []
         for m in self.messages:

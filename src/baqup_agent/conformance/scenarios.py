@@ -37,11 +37,6 @@ class Scenario:
         """Whether the agent is expected to run a job (not to stop at a config error)."""
         return self.fault is None
 
-    @property
-    def expects_success(self) -> bool:
-        """Whether the job should end well (nothing interrupts it, its input is sound)."""
-        return self.is_job and self.action is None and self.source != "corrupt"
-
 
 BACKUP = Scenario(
     "backup",

@@ -94,6 +94,8 @@ class Suite:
             c for c in CHECKS if (not options.only or c.name in options.only) and c.roles & roles
         ]
         self.roles = roles
+        if not self.checks:
+            raise ValueError(f"no check selected for role {options.role} (see --only)")
 
     def scenarios_of(self, check: Check) -> list[Scenario]:
         """The scenarios ``check`` judges under the selected roles."""
@@ -160,7 +162,6 @@ class Suite:
             timeout=opts.timeout,
             env=dict(opts.env),
             slow_env=dict(opts.slow_env),
-            secret_vars=list(opts.secret_vars),
             canaries=canaries,
             redis=redis,
             closed_port=free_port(),
