@@ -309,6 +309,7 @@ class _Job:
         *,
         started: float,
         install_signals: bool,
+        restore_signals: bool,
         log_stream: IO[str] | None,
         exit_process: Callable[[int], NoReturn],
     ) -> None:
@@ -324,6 +325,7 @@ class _Job:
             stream=log_stream,
         )
         self.install_signals = install_signals
+        self.restore_signals = restore_signals
         self.exit_process = exit_process
         self.progress = ProgressCounter()
         self.staging: Staging | None = None
@@ -367,8 +369,9 @@ class _Job:
         finally:
             self.heartbeat.stop(HEARTBEAT_STOP_TIMEOUT)
             self.bus.close()  # its last replay may still deliver a spooled result
-            self.cancellation.stop()
-            self.cancellation.restore_signal_handlers()
+            self.cancellation.stop()  # from here on, the handlers ignore signals
+            if self.restore_signals:
+                self.cancellation.restore_signal_handlers()
         code = _exit_code(outcome, self.bus.result_delivered)
         self.logger.info(
             "job finished",
@@ -585,6 +588,7 @@ def run_job(
     *,
     environ: Mapping[str, str] | None = None,
     install_signals: bool = True,
+    restore_signals: bool = True,
     log_stream: IO[str] | None = None,
     exit_process: Callable[[int], NoReturn] = os._exit,
 ) -> int:
@@ -592,7 +596,10 @@ def run_job(
 
     ``environ`` replaces ``os.environ``; ``install_signals=False`` leaves the process's
     signal handlers alone (they can only be installed from the main thread anyway);
-    ``exit_process`` is what a forced exit calls (default ``os._exit``).
+    ``restore_signals=False`` keeps the SDK's handlers, which ignore signals once the
+    job is over, instead of restoring the previous ones (``run()``: a SIGTERM while the
+    process exits must not kill it with a signal status); ``exit_process`` is what a
+    forced exit calls (default ``os._exit``).
     """
     from baqup_agent.config import load_config
 
@@ -623,6 +630,7 @@ def run_job(
         config,
         started=started,
         install_signals=install_signals,
+        restore_signals=restore_signals,
         log_stream=log_stream,
         exit_process=exit_process,
     )
@@ -645,7 +653,7 @@ def run(
     )
     parser.add_argument("--version", action="version", version=f"{cls.agent_name()} {cls.version}")
     parser.parse_args(argv)
-    code = run_job(agent, environ=environ)
+    code = run_job(agent, environ=environ, restore_signals=False)
     sys.stdout.flush()
     sys.stderr.flush()
     sys.exit(code)

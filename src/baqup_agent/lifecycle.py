@@ -205,6 +205,8 @@ class Cancellation:
         self._previous_handlers.clear()
 
     def _handle_signal(self, signum: int, frame: FrameType | None) -> None:
+        if self._stopped.is_set():
+            return  # the job is over and reported: the process is on its way out
         self._signals += 1
         if self._signals == 1:
             self.request(f"received {signal.Signals(signum).name}")

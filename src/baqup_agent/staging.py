@@ -217,10 +217,11 @@ class Staging:
     ) -> Path:
         """Publish the good artifacts atomically and return ``output_dir``.
 
-        Steps: check every writer was closed (or reported with ``fail_artifact``); remove (or, with ``adopt_unregistered``,
-        register) files that are not artifacts; fsync subdirectories; write
-        ``manifest.json`` last and fsync it and ``work_dir``; rename ``work_dir`` to
-        ``output_dir`` (refusing to replace anything); fsync both parents.
+        Steps: check every writer was closed (or reported with ``fail_artifact``);
+        remove (or, with ``adopt_unregistered``, register) files that are not
+        artifacts; fsync subdirectories; write ``manifest.json`` last and fsync it and
+        ``work_dir``; rename ``work_dir`` to ``output_dir`` (refusing to replace
+        anything); fsync both parents.
 
         Raises ``PartialFailure`` (76) *after* publishing when failures were recorded
         and at least one artifact is good. When artifacts failed and none is good,

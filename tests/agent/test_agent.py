@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -17,12 +19,14 @@ from baqup_agent.contract import AgentState, ExitCode
 from baqup_agent.keys import CONTROL_FILE, SPOOL_SUBDIR
 from baqup_agent.staging import Staging
 from tests.agent.helpers import (
+    SAMPLE_AGENT,
     assert_complete_output,
     assert_legal_states,
     events,
     job_env,
     log_lines,
     of_type,
+    process_env,
     the_result,
 )
 from tests.agent.sample_agent import PAYLOAD, SampleAgent
@@ -228,3 +232,15 @@ def test_agent_schema_path_is_relative_to_the_subclass_file() -> None:
     assert SampleAgent.schema_path() == Path(__file__).parent / "sample-agent-schema.json"
     assert _Progressing.schema_path() is None
     assert _Progressing.agent_name() == "progressing"
+
+
+def test_run_exits_the_process_with_64_on_bad_config(tmp_path: Path) -> None:
+    env = process_env(job_env(tmp_path, BAQUP_ROLE="archive"))
+    proc = subprocess.run(
+        [sys.executable, str(SAMPLE_AGENT)], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == ExitCode.USAGE_CONFIG_ERROR
+    lines = log_lines(proc.stderr)
+    assert [line["variable"] for line in lines if line["level"] == "ERROR"] == ["BAQUP_ROLE"]
+    assert proc.stdout == ""
+    assert list(tmp_path.iterdir()) == []

@@ -107,6 +107,10 @@ def test_cli_exits_1_with_evidence_when_a_check_fails(
         ["conformance", "--"],
         ["conformance", "--only", "nope", "--", "true"],
         ["conformance", "--env", "NOEQUALS", "--", "true"],
+        ["conformance", "--env", "BAQUP_JOB_ID=mine", "--", "true"],
+        ["conformance", "--fixture", "/nonexistent/dir", "--", "true"],
+        ["conformance", "--role", "restore", "--only", "sigterm", "--", "true"],
+        ["conformance", "--", "/nonexistent/agent"],
     ],
 )
 def test_cli_usage_errors_exit_64(args: list[str], capsys: pytest.CaptureFixture[str]) -> None:

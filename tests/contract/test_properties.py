@@ -45,10 +45,15 @@ SETTINGS = settings(
     max_examples=EXAMPLES,
     deadline=None,
     database=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+    # generation limits, not disagreements: never a reason to fail
+    suppress_health_check=[
+        HealthCheck.too_slow,
+        HealthCheck.filter_too_much,
+        HealthCheck.data_too_large,
+        HealthCheck.large_base_example,
+    ],
 )
 
-_HEX = "0123456789abcdefABCDEF"
 CUSTOM_FORMATS = {
     # hypothesis-jsonschema generates "" for uuid; upper case is valid too
     "uuid": st.uuids().map(str) | st.uuids().map(lambda u: str(u).upper()),
@@ -179,17 +184,17 @@ def test_enum_non_members_rejected_by_both(t: Target) -> None:
     seen: list[Any] = []
     check = validator(t.schema)
     near = [True, False, None, "0", str(t.enum[0]).upper() + "x", [t.enum[0]], 1.5]
+    # 2.0 is the integer 2 for JSON Schema, hence the filter: see test_integral_floats
+    non_members = (st.sampled_from(near) | JSON_VALUES).filter(lambda v: not check.is_valid(v))
 
     @SETTINGS
-    @given(st.sampled_from(near) | JSON_VALUES)
+    @given(non_members)
     def run(value: Any) -> None:
-        if check.is_valid(value):
-            return  # 2.0 is the integer 2 for JSON Schema: see test_integral_floats
         assert _rejected(t, value), f"the generated type accepted {value!r}"
         seen.append(value)
 
     run()
-    assert len(seen) >= EXAMPLES * 0.9
+    assert len(seen) >= EXAMPLES
 
 
 def test_config_rules_checked_by_jsonschema_only() -> None:

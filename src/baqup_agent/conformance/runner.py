@@ -453,6 +453,10 @@ class _Monitor:
         if not run.staging_seen and (run.staging / ".staging" / run.job_id).exists():
             run.staging_seen = True
         root = run.output
+        # only a directory that exists before and after the walk is judged: one that
+        # appears (renamed into place) or vanishes during the walk would look empty
+        if not root.exists():
+            return
         listing: dict[str, tuple[int, int]] = {}
         try:
             for dirpath, _dirs, files in os.walk(root):
@@ -465,8 +469,7 @@ class _Monitor:
                     listing[p.relative_to(root).as_posix()] = (st.st_size, st.st_mtime_ns)
         except FileNotFoundError:
             pass
-        exists = root.exists()
-        if not exists or listing == self._last_listing:
+        if not root.exists() or listing == self._last_listing:
             return
         self._last_listing = listing
         manifest: object = None

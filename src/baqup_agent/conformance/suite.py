@@ -88,6 +88,8 @@ class Suite:
                 f"{', '.join(sorted(taken))}: set by the suite for each scenario "
                 "(see --heartbeat-interval and --grace-period)"
             )
+        if options.fixture is not None and not Path(options.fixture).is_dir():
+            raise ValueError(f"--fixture {options.fixture}: not a directory")
         self.options = options
         roles = {"backup", "restore"} if options.role == "both" else {options.role}
         self.checks = [
