@@ -654,6 +654,7 @@ def run(
     parser.add_argument("--version", action="version", version=f"{cls.agent_name()} {cls.version}")
     parser.parse_args(argv)
     code = run_job(agent, environ=environ, restore_signals=False)
+    Cancellation.ignore_signals()  # the result is out: a late signal must not change the exit
     sys.stdout.flush()
     sys.stderr.flush()
     sys.exit(code)

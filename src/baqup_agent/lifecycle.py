@@ -204,6 +204,17 @@ class Cancellation:
             signal.signal(signum, handler)  # type: ignore[arg-type]
         self._previous_handlers.clear()
 
+    @staticmethod
+    def ignore_signals() -> None:
+        """Ignore SIGTERM and SIGINT from now on: for a process whose job is over.
+
+        Interpreter shutdown resets Python-level handlers to the default (a SIGTERM
+        would then end the process with a signal status after it reported its result)
+        but leaves an ignored signal ignored.
+        """
+        for signum in HANDLED_SIGNALS:
+            signal.signal(signum, signal.SIG_IGN)
+
     def _handle_signal(self, signum: int, frame: FrameType | None) -> None:
         if self._stopped.is_set():
             return  # the job is over and reported: the process is on its way out

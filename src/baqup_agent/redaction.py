@@ -16,6 +16,7 @@ import re
 import threading
 from collections.abc import Callable
 from enum import Enum
+from typing import NamedTuple
 from urllib.parse import quote, quote_plus, unquote, urlsplit
 
 REDACTED = "[REDACTED]"
@@ -81,6 +82,18 @@ def _url_password(value: str) -> str | None:
     return unquote(password) if password else None
 
 
+class _Search(NamedTuple):
+    """What ``redact`` and ``matches`` search for: short forms by regex, long ones literally."""
+
+    pattern: re.Pattern[str] | None
+    bytes_pattern: re.Pattern[bytes] | None
+    long: tuple[str, ...]
+    long_bytes: tuple[bytes, ...]
+
+
+_NOTHING = _Search(None, None, (), ())
+
+
 class Redactor:
     """A set of secret values and the compiled patterns that find any of their forms.
 
@@ -94,10 +107,7 @@ class Redactor:
         self._values: set[str] = set()
         self._forms: set[str] = set()
         self._stale = False
-        self._pattern: re.Pattern[str] | None = None
-        self._bytes_pattern: re.Pattern[bytes] | None = None
-        self._long: tuple[str, ...] = ()
-        self._long_bytes: tuple[bytes, ...] = ()
+        self._search: _Search = _NOTHING
 
     def register(self, value: str) -> None:
         """Remember ``value`` as a secret (ignored when shorter than MIN_SECRET_LENGTH).
@@ -122,12 +132,14 @@ class Redactor:
                 return
             # longest first, so a form that contains another one is replaced whole
             ordered = sorted(self._forms, key=lambda f: (-len(f), f))
-            self._long = tuple(f for f in ordered if len(f) > _REGEX_MAX_FORM)
-            self._long_bytes = tuple(f.encode("utf-8", "surrogatepass") for f in self._long)
+            long = tuple(f for f in ordered if len(f) > _REGEX_MAX_FORM)
             text = "|".join(re.escape(f) for f in ordered if len(f) <= _REGEX_MAX_FORM)
-            self._pattern = re.compile(text) if text else None
-            self._bytes_pattern = (
-                re.compile(text.encode("utf-8", "surrogatepass")) if text else None
+            # one attribute, replaced whole: a reader never mixes two generations
+            self._search = _Search(
+                re.compile(text) if text else None,
+                re.compile(text.encode("utf-8", "surrogatepass")) if text else None,
+                long,
+                tuple(f.encode("utf-8", "surrogatepass") for f in long),
             )
             self._stale = False
 
@@ -141,24 +153,23 @@ class Redactor:
         """``text`` with every known secret form replaced by ``[REDACTED]``."""
         if self._stale:
             self._compile()
-        for form in self._long:
+        search = self._search
+        for form in search.long:
             text = text.replace(form, REDACTED)
-        pattern = self._pattern
-        return text if pattern is None else pattern.sub(REDACTED, text)
+        return text if search.pattern is None else search.pattern.sub(REDACTED, text)
 
     def matches(self, data: str | bytes) -> bool:
         """Whether ``data`` (text, or UTF-8 bytes) holds any known secret form."""
         if self._stale:
             self._compile()
+        search = self._search
         if isinstance(data, bytes):
-            bpattern = self._bytes_pattern
-            if bpattern is not None and bpattern.search(data) is not None:
+            if search.bytes_pattern is not None and search.bytes_pattern.search(data):
                 return True
-            return any(form in data for form in self._long_bytes)
-        pattern = self._pattern
-        if pattern is not None and pattern.search(data) is not None:
+            return bool(search.long_bytes) and any(f in data for f in search.long_bytes)
+        if search.pattern is not None and search.pattern.search(data):
             return True
-        return any(form in data for form in self._long)
+        return bool(search.long) and any(f in data for f in search.long)
 
     def redact_tree(self, obj: object) -> object:
         """A copy of a JSON-like structure with every string, key and scalar redacted.
@@ -184,10 +195,7 @@ class Redactor:
         with self._lock:
             self._values.clear()
             self._forms.clear()
-            self._pattern = None
-            self._bytes_pattern = None
-            self._long = ()
-            self._long_bytes = ()
+            self._search = _NOTHING
             self._stale = False
 
 

@@ -40,6 +40,7 @@ from tests.agent.helpers import (
 )
 
 TRIALS = 30
+pytestmark = pytest.mark.timeout(900)  # 60+ agent processes: generous on a loaded machine
 GRACE = 5.0
 SLOW = {"BAQUP_FS_ZSTD_LEVEL": "9", "BAQUP_FS_THREADS": "0"}
 
@@ -207,7 +208,7 @@ def test_second_signal_forces_a_fast_exit(tmp_path: Path) -> None:
     signals = (signal.SIGTERM, signal.SIGINT)
     trial = Trial(tmp_path, env, delay=0.5, signals=signals).run(SAMPLE_AGENT)
     assert trial.returncode == ExitCode.GENERAL_FAILURE
-    assert trial.stop_seconds < 2
+    assert trial.stop_seconds < 10  # at once, not after the 60 s grace period
     result = the_result(events(tmp_path))
     assert result["status"] == "cancelled" and "second signal" in result["error"]
     assert assert_legal_states(events(tmp_path))[-1].value == "failed"
@@ -219,6 +220,6 @@ def test_sigterm_to_a_checkpointing_job_exits_1_quickly(tmp_path: Path) -> None:
     env = job_env(tmp_path, BAQUP_TEST_BEHAVIOUR="slow", BAQUP_GRACE_PERIOD=30)
     trial = Trial(tmp_path, env, delay=0.3, signals=(signal.SIGTERM,)).run(SAMPLE_AGENT)
     assert trial.returncode == ExitCode.GENERAL_FAILURE
-    assert trial.stop_seconds < 2
+    assert trial.stop_seconds < 10  # at the next checkpoint, not at the 30 s grace period
     assert the_result(events(tmp_path))["error"] == "Cancelled: received SIGTERM"
     assert os.listdir(tmp_path / ".staging") == [".locks"]

@@ -232,3 +232,20 @@ def test_handlers_are_not_installed_off_the_main_thread(
     t.start()
     t.join()
     assert result == [False]
+
+
+def test_signals_after_the_job_ended_are_ignored(make_cancellation: MakeCancellation) -> None:
+    c = make_cancellation(30)
+    assert c.install_signal_handlers()
+    c.stop()
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(0.05)
+    assert not c.requested
+    previous = signal.getsignal(signal.SIGTERM)
+    try:
+        Cancellation.ignore_signals()
+        assert signal.getsignal(signal.SIGTERM) is signal.SIG_IGN
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGINT, signal.default_int_handler)

@@ -15,6 +15,7 @@ from typing import Any
 from baqup_agent.conformance.canary import make_canary
 from baqup_agent.conformance.checks import BY_NAME, CHECKS, Check, CheckInput, NotApplicable
 from baqup_agent.conformance.fixture import make_default_fixture
+from baqup_agent.conformance.observed import Run, SuiteContext
 from baqup_agent.conformance.redis_server import LocalRedis, free_port
 from baqup_agent.conformance.report import (
     CheckResult,
@@ -24,7 +25,7 @@ from baqup_agent.conformance.report import (
     ScenarioSummary,
     Status,
 )
-from baqup_agent.conformance.runner import Run, SuiteContext, execute, new_run
+from baqup_agent.conformance.runner import execute, new_run
 from baqup_agent.conformance.scenarios import BY_NAME as SCENARIOS_BY_NAME
 from baqup_agent.conformance.scenarios import SCENARIOS, Scenario
 from baqup_agent.conformance.schemas import warm_up

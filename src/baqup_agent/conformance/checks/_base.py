@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from baqup_agent.conformance.observed import Message, Run, SuiteContext
 from baqup_agent.conformance.report import Finding, Level
-from baqup_agent.conformance.runner import Message, Run, SuiteContext
 
 ALL_ROLES = frozenset({"backup", "restore"})
 

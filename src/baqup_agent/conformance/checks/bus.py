@@ -17,8 +17,8 @@ from baqup_agent.conformance.checks._base import (
     should,
     the_result,
 )
+from baqup_agent.conformance.observed import Message, Run
 from baqup_agent.conformance.report import Finding
-from baqup_agent.conformance.runner import Message, Run
 from baqup_agent.conformance.schemas import bus_message_errors
 from baqup_agent.contract import ExitCode
 

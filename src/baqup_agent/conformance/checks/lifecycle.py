@@ -15,8 +15,8 @@ from baqup_agent.conformance.checks._base import (
     should,
     the_result,
 )
+from baqup_agent.conformance.observed import Run
 from baqup_agent.conformance.report import Finding
-from baqup_agent.conformance.runner import Run
 from baqup_agent.contract import AgentState, ExitCode
 from baqup_agent.contract.tables import FINAL_STATES, INITIAL_STATE, TRANSITIONS
 

@@ -18,8 +18,9 @@ from baqup_agent.conformance.checks._base import (
     should,
 )
 from baqup_agent.conformance.fixture import compare_trees
+from baqup_agent.conformance.observed import Run
 from baqup_agent.conformance.report import Finding, Level
-from baqup_agent.conformance.runner import Run, expand
+from baqup_agent.conformance.runner import expand
 from baqup_agent.conformance.schemas import schema_errors
 from baqup_agent.contract import ExitCode
 

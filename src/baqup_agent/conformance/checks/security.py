@@ -8,8 +8,8 @@ from pathlib import Path
 
 from baqup_agent.conformance.canary import CanaryScanner, Leak
 from baqup_agent.conformance.checks._base import CheckInput, must
+from baqup_agent.conformance.observed import Run
 from baqup_agent.conformance.report import Finding
-from baqup_agent.conformance.runner import Run
 
 
 def secrets(inp: CheckInput) -> Iterator[Finding]:

@@ -1,0 +1,116 @@
+"""What the suite observed while an agent ran: its messages, output snapshots, exit."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from baqup_agent.conformance.scenarios import Scenario
+
+if TYPE_CHECKING:
+    from baqup_agent.conformance.redis_server import LocalRedis
+
+
+@dataclass
+class Message:
+    """One message the agent wrote to the bus, as the suite read it."""
+
+    source: str  # "redis" or "spool"
+    raw: str
+    data: dict[str, Any] | None  # None when the entry is not a JSON object
+    error: str  # why the entry could not be read
+    seen_at: float  # time.monotonic() when the suite read it
+    where: str  # stream entry id or spool line number
+
+    @property
+    def type(self) -> str | None:
+        """The message's ``type`` field, when there is one."""
+        return str(self.data.get("type")) if self.data and "type" in self.data else None
+
+
+@dataclass
+class Snapshot:
+    """The published output directory as seen at one instant."""
+
+    at: float
+    files: dict[str, tuple[int, int]]  # relative path -> (size, mtime_ns)
+    manifest: object  # parsed manifest.json, None when absent, "" when unreadable
+
+
+@dataclass
+class SuiteContext:
+    """What every scenario of one suite run shares."""
+
+    command: list[str]
+    root: Path  # the sandbox
+    fixture: Path
+    agent_id: str
+    heartbeat_interval: float
+    grace_period: float
+    timeout: float
+    env: dict[str, str]  # --env, values may hold placeholders
+    slow_env: dict[str, str]
+    canaries: dict[str, str]  # variable -> canary value
+    redis: LocalRedis | None
+    closed_port: int
+    cwd: str | None = None
+    compare_command: list[str] | None = None  # judges the round trip instead of byte equality
+
+
+@dataclass
+class Run:
+    """Everything observed while one scenario ran."""
+
+    scenario: Scenario
+    job_id: str
+    workdir: Path
+    staging: Path
+    spool: Path
+    target: Path
+    env: dict[str, str] = field(default_factory=dict)
+    bus: str = ""  # the bus actually used ("redis" falls back to "spool" without a server)
+    skipped: str = ""  # why the scenario did not run
+    restore_source: Path | None = None
+    exit_code: int | None = None
+    timed_out: bool = False
+    started: float = 0.0
+    ended: float = 0.0
+    stderr: list[str] = field(default_factory=list)
+    stdout: list[str] = field(default_factory=list)
+    messages: list[Message] = field(default_factory=list)
+    running_seen_at: float | None = None
+    action_at: float | None = None
+    action_note: str = ""
+    snapshots: list[Snapshot] = field(default_factory=list)
+    staging_seen: bool = False  # .staging/JOB_ID existed at some point
+    ttl_samples: list[tuple[float, int, str | None]] = field(default_factory=list)
+    redis_result: str | None = None
+    redis_result_ttl: int | None = None
+    stream_fields: list[list[str]] = field(default_factory=list)  # field names per entry
+    published_after: bool = False
+    staging_left: bool = False
+
+    @property
+    def duration(self) -> float:
+        """Seconds from start to exit."""
+        return max(0.0, self.ended - self.started)
+
+    @property
+    def output(self) -> Path:
+        """Where the output is published."""
+        return self.staging / self.job_id
+
+    def of_type(self, kind: str) -> list[Message]:
+        """Messages of one type in arrival order, de-duplicated by id (a spool replayed to
+        Redis holds the same message twice)."""
+        seen: set[str] = set()
+        out = []
+        for m in self.messages:
+            if m.type != kind or m.data is None:
+                continue
+            key = str(m.data.get("id", id(m)))
+            if key not in seen:
+                seen.add(key)
+                out.append(m)
+        return out
