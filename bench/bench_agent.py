@@ -137,8 +137,16 @@ def run_agent(source: Path, staging: Path, job_id: str) -> tuple[float, int]:
 
 
 def warm(source: Path) -> None:
-    """Read the tree once so both sides start from the page cache."""
-    subprocess.run(["tar", "-cf", "/dev/null", "-C", str(source.parent), source.name], check=True)
+    """Flush the new tree to disk, then read it once: both sides start from the page
+    cache, and neither competes with the tree's own writeback. (``tar -cf /dev/null``
+    would not do: GNU tar skips reading files when the archive is /dev/null.)"""
+    os.sync()
+    buffer = bytearray(1 << 20)
+    for path in sorted(source.rglob("*")):
+        if path.is_file():
+            with open(path, "rb", buffering=0) as f:
+                while f.readinto(buffer):
+                    pass
 
 
 def main() -> int:

@@ -363,7 +363,6 @@ class _Job:
         )
         try:
             self.bus.on_cancel(self._on_bus_cancel)
-            self.heartbeat.start()
             outcome = self._execute()
             self._finish(outcome)
         finally:
@@ -387,7 +386,8 @@ class _Job:
     def _execute(self) -> _Outcome:
         """Run the job; return its outcome, whatever happens."""
         try:
-            self.machine.announce()
+            self.machine.announce()  # the first message: initializing
+            self.heartbeat.start()
             ctx = self._prepare()
             self.machine.transition(AgentState.RUNNING)
             self.logger.info(

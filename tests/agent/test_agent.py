@@ -244,3 +244,10 @@ def test_run_exits_the_process_with_64_on_bad_config(tmp_path: Path) -> None:
     assert [line["variable"] for line in lines if line["level"] == "ERROR"] == ["BAQUP_ROLE"]
     assert proc.stdout == ""
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_first_message_is_the_initializing_state(tmp_path: Path) -> None:
+    assert run(job_env(tmp_path))[0] == ExitCode.SUCCESS
+    first = events(tmp_path)[0]
+    assert first["type"] == "state_change" and first["to_state"] == "initializing"
+    assert "from_state" not in first

@@ -2,9 +2,9 @@
 
 Each trial runs the example filesystem agent on a ~32 MiB tree (zstd level 9 in one
 thread, so the data phase lasts a few tenths of a second) and signals it at a random delay
-after its first bus event (by then the SDK's handlers are installed), up to a little
-past the end of a calibration run, so that signals land while files are being read,
-while the artifact is written, during publication and after it. Trials run two at a
+after its first bus event (by then the SDK's handlers are installed), spread over a
+calibration run and a little past its end, so that signals land while files are being
+read, while the artifact is written, during publication and after it. Trials run two at a
 time.
 """
 
@@ -120,6 +120,15 @@ def job_seconds(source: Path, tmp_path_factory: pytest.TempPathFactory) -> float
     return trial.stop_seconds
 
 
+def random_moment(rng: random.Random, job_seconds: float) -> float:
+    """A delay after the first bus event: two trials in three during the work, the rest
+    around its end (publication, reporting, exit). Machine load shifts the real timing,
+    so the calibration only shapes the spread."""
+    if rng.random() < 2 / 3:
+        return rng.uniform(0, 0.8 * job_seconds)
+    return rng.uniform(0.8 * job_seconds, 1.2 * job_seconds)
+
+
 def run_all(trials: list[Trial]) -> Iterator[Trial]:
     with ThreadPoolExecutor(max_workers=2) as pool:
         yield from pool.map(Trial.run, trials)
@@ -134,7 +143,7 @@ def test_sigkill_never_leaves_a_partial_output(
         for i in range(TRIALS)
     ]
     for trial in trials:
-        trial.delay = rng.uniform(0, 1.15 * job_seconds)
+        trial.delay = random_moment(rng, job_seconds)
         trial.signals = (signal.SIGKILL,)
     published = 0
     reruns: list[Trial] = []
@@ -158,7 +167,8 @@ def test_sigkill_never_leaves_a_partial_output(
         assert_complete_output(rerun.staging / "job-1")
         assert not (rerun.staging / ".staging" / "job-1").exists()
         assert the_result(events(rerun.staging))["status"] == "success"
-    assert len(reruns) >= TRIALS // 3, "too few kills landed before publication"
+    print(f"SIGKILL: {len(reruns)} before publication, {published} after")
+    assert len(reruns) >= TRIALS // 4, "too few kills landed before publication"
     assert published + len(reruns) == TRIALS
 
 
@@ -171,7 +181,7 @@ def test_sigterm_stops_within_the_grace_period_and_publishes_nothing(
         for i in range(TRIALS)
     ]
     for trial in trials:
-        trial.delay = rng.uniform(0, 1.15 * job_seconds)
+        trial.delay = random_moment(rng, job_seconds)
         trial.signals = (signal.SIGTERM,)
     cancelled = 0
     for trial in run_all(trials):
@@ -189,7 +199,8 @@ def test_sigterm_stops_within_the_grace_period_and_publishes_nothing(
             assert trial.returncode == ExitCode.SUCCESS
             assert result["status"] == "success"
             assert_complete_output(output)
-    assert cancelled >= TRIALS // 3, "too few signals landed before publication"
+    print(f"SIGTERM: {cancelled} cancelled (exit 1), {TRIALS - cancelled} finished (exit 0)")
+    assert cancelled >= TRIALS // 4, "too few signals landed before publication"
 
 
 def test_grace_period_watchdog_ends_a_job_that_never_checks(tmp_path: Path) -> None:
