@@ -11,11 +11,11 @@ import pkgutil
 import sys
 
 import bench
-from bench import _report
 
 
 def main(argv: list[str]) -> int:
-    names = sorted(m.name for m in pkgutil.iter_modules(bench.__path__) if m.name.startswith("bench_"))
+    modules = pkgutil.iter_modules(bench.__path__)
+    names = sorted(m.name for m in modules if m.name.startswith("bench_"))
     if argv:
         names = [n for n in names if any(a in n for a in argv)]
     print(f"{'name':<44} {'ratio':>8}  {'target':<14} result", flush=True)

@@ -43,7 +43,33 @@ _EXPORTS: dict[str, str] = {
     "Cancelled": "baqup_agent.errors",
 }
 
-__all__ = sorted([*_EXPORTS, "__version__"])
+__all__ = [
+    "Agent",
+    "AgentError",
+    "AgentState",
+    "Artifact",
+    "BusClient",
+    "Cancelled",
+    "CantCreateOutput",
+    "ConfigError",
+    "Context",
+    "DataError",
+    "ExitCode",
+    "HeartbeatThread",
+    "IOFailure",
+    "LogLevel",
+    "Logger",
+    "Manifest",
+    "PartialFailure",
+    "ResourceUnavailable",
+    "Secret",
+    "__version__",
+    "atomic_write",
+    "compute_checksum",
+    "load_config",
+    "run",
+    "validate_path",
+]
 
 if TYPE_CHECKING:
     from baqup_agent.agent import Agent, Context, run
