@@ -125,15 +125,35 @@ def run_agent(source: Path, staging: Path, job_id: str) -> tuple[float, int]:
         BAQUP_FS_THREADS="-1",
         BAQUP_LOG_LEVEL="WARN",
     )
+    hwm = staging.parent / f"{job_id}.hwm"
     t0 = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, str(AGENT)], env=env)
-    _, status, usage = os.wait4(proc.pid, 0)
+    proc = subprocess.run([sys.executable, "-c", _PEAK_RSS, str(AGENT), str(hwm)], env=env)
     elapsed = time.perf_counter() - t0
-    proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode != 0:
         raise RuntimeError(f"the agent exited {proc.returncode}")
     shutil.rmtree(staging / job_id)
-    return elapsed, usage.ru_maxrss * 1024  # Linux reports KiB
+    peak = int(hwm.read_text())
+    hwm.unlink()
+    return elapsed, peak
+
+
+# Runs the agent as __main__ in this process and, when it exits, writes its peak RSS
+# (VmHWM) to argv[2]. Not the parent's wait4 ru_maxrss: on Linux that survives
+# fork + exec, so it would report this (bigger) benchmark process instead of the agent.
+_PEAK_RSS = """
+import atexit, runpy, sys
+agent, out = sys.argv[1], sys.argv[2]
+
+def record():
+    with open("/proc/self/status") as f:
+        kib = int(f.read().split("VmHWM:")[1].split()[0])
+    with open(out, "w") as f:
+        f.write(str(kib * 1024))
+
+atexit.register(record)
+sys.argv = [agent]
+runpy.run_path(agent, run_name="__main__")
+"""
 
 
 def warm(source: Path) -> None:

@@ -371,6 +371,9 @@ def create_tar(
             except FileNotFoundError:
                 stats.skipped += 1  # removed since the walk saw it: a live tree changes
                 _warn(logger, "entry vanished during backup", relative)
+            # tarfile keeps every member added (undocumented attribute); nothing here
+            # reads them back, and dropping them keeps memory constant whatever the tree.
+            tar.__dict__["members"].clear()
     if logger is not None:
         logger.info("archive written", root=str(base), **asdict(stats))
     return stats

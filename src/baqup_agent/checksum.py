@@ -28,9 +28,13 @@ CHUNK_SIZE = 4 << 20
 class Hasher(Protocol):
     """What ``new_hash`` returns: the hashlib interface the SDK uses."""
 
-    def update(self, data: bytes | bytearray | memoryview, /) -> object: ...
+    def update(self, data: bytes | bytearray | memoryview, /) -> object:
+        """Feed more bytes."""
+        ...
 
-    def hexdigest(self) -> str: ...
+    def hexdigest(self) -> str:
+        """The digest of every byte fed so far, in lower-case hex."""
+        ...
 
 
 def new_hash(algorithm: str = DEFAULT_ALGORITHM) -> Hasher:

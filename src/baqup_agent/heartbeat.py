@@ -81,6 +81,7 @@ class HeartbeatThread(threading.Thread):
         self._wake.set()
 
     def run(self) -> None:
+        """Beat every interval (and at once on a new intent) until ``stop()``."""
         self._wake.clear()  # an intent set before start goes out with the first beat
         next_beat = time.monotonic()
         while not self._stopping:

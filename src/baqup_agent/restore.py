@@ -50,9 +50,9 @@ class PublishedOutput:
             document = orjson.loads(data)
         except orjson.JSONDecodeError as exc:
             raise DataError(f"{root / MANIFEST_NAME}: not JSON: {exc}") from None
-        from baqup_agent.conformance.schemas import schema_errors
+        from baqup_agent.schema import contract_errors
 
-        problems = schema_errors("manifest.json", document)
+        problems = contract_errors("manifest.json", document)
         if problems:
             raise DataError(f"{root / MANIFEST_NAME}: invalid manifest: {'; '.join(problems)}")
         try:

@@ -58,6 +58,7 @@ __all__ = [
     "coerce",
     "compile_schema",
     "config_schema",
+    "contract_errors",
     "is_hostname",
     "is_path",
     "load_from_env",
@@ -671,6 +672,34 @@ def validate(schema: SchemaSource | CompiledSchema, config: Mapping[str, Any]) -
     failing keyword. ``Secret`` values are checked by their content but never quoted.
     """
     return compile_schema(schema).validate(config)
+
+
+@functools.cache
+def _contract_validator(name: str) -> Any:
+    from jsonschema import Draft202012Validator
+
+    # a $ref reaches a $defs branch ("bus-message.json#/$defs/Heartbeat") as easily as a file
+    root = {"$schema": _base_config()["$schema"], "$ref": _contract_base_uri() + name}
+    return Draft202012Validator(
+        root, registry=_contract_registry(), format_checker=_format_checker()
+    )
+
+
+def contract_errors(name: str, instance: object, *, limit: int = 3) -> list[str]:
+    """Up to ``limit`` ``"<json path>: <message>"`` errors of a document against a contract
+    schema (empty when valid).
+
+    ``name`` is a packaged schema file, optionally with a fragment: ``"manifest.json"``,
+    ``"bus-message.json#/$defs/Heartbeat"``. Unlike ``validate`` (made for configs) the
+    messages are jsonschema's own, so they name exactly what the published schema says;
+    the validator is built once per name.
+    """
+    errors = sorted(_contract_validator(name).iter_errors(instance), key=lambda e: list(e.path))
+    out = []
+    for error in errors[:limit]:
+        where = "/".join(str(p) for p in error.absolute_path)
+        out.append(f"{where or '(root)'}: {error.message}")
+    return out
 
 
 # -- merging an agent schema with the base contract ------------------------------------

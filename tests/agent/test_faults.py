@@ -129,6 +129,21 @@ def random_moment(rng: random.Random, job_seconds: float) -> float:
     return rng.uniform(0.8 * job_seconds, 1.2 * job_seconds)
 
 
+def signalled_trials(
+    tmp_path: Path, source: Path, job_seconds: float, seed: int, signum: int
+) -> list[Trial]:
+    """``TRIALS`` backups, each sent ``signum`` at a random moment (seeded)."""
+    rng = random.Random(seed)
+    trials = [
+        Trial(tmp_path / f"trial-{i}", backup_env(tmp_path / f"trial-{i}", source))
+        for i in range(TRIALS)
+    ]
+    for trial in trials:
+        trial.delay = random_moment(rng, job_seconds)
+        trial.signals = (signum,)
+    return trials
+
+
 def run_all(trials: list[Trial]) -> Iterator[Trial]:
     with ThreadPoolExecutor(max_workers=2) as pool:
         yield from pool.map(Trial.run, trials)
@@ -137,14 +152,7 @@ def run_all(trials: list[Trial]) -> Iterator[Trial]:
 def test_sigkill_never_leaves_a_partial_output(
     source: Path, job_seconds: float, tmp_path: Path
 ) -> None:
-    rng = random.Random(1)
-    trials = [
-        Trial(tmp_path / f"trial-{i}", backup_env(tmp_path / f"trial-{i}", source))
-        for i in range(TRIALS)
-    ]
-    for trial in trials:
-        trial.delay = random_moment(rng, job_seconds)
-        trial.signals = (signal.SIGKILL,)
+    trials = signalled_trials(tmp_path, source, job_seconds, 1, signal.SIGKILL)
     published = 0
     reruns: list[Trial] = []
     for trial in run_all(trials):
@@ -175,14 +183,7 @@ def test_sigkill_never_leaves_a_partial_output(
 def test_sigterm_stops_within_the_grace_period_and_publishes_nothing(
     source: Path, job_seconds: float, tmp_path: Path
 ) -> None:
-    rng = random.Random(2)
-    trials = [
-        Trial(tmp_path / f"trial-{i}", backup_env(tmp_path / f"trial-{i}", source))
-        for i in range(TRIALS)
-    ]
-    for trial in trials:
-        trial.delay = random_moment(rng, job_seconds)
-        trial.signals = (signal.SIGTERM,)
+    trials = signalled_trials(tmp_path, source, job_seconds, 2, signal.SIGTERM)
     cancelled = 0
     for trial in run_all(trials):
         output = trial.staging / "job-1"

@@ -5,14 +5,18 @@ from __future__ import annotations
 import io
 import subprocess
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
+import redis
 
 from baqup_agent.bus import BusClient
-from baqup_agent.contract import LogLevel, Progress
+from baqup_agent.contract import LogLevel, Progress, ProgressUpdate
+from baqup_agent.keys import job_keys
 from baqup_agent.logger import Logger
 from tests.conftest import RedisServer, free_port, require_binary
 
@@ -67,6 +71,28 @@ def make_bus(tmp_path: Path, log: LogCapture) -> Iterator[BusFactory]:
 
 def progress(i: int) -> Progress:
     return Progress(bytes_done=i * 100, items_done=i)
+
+
+def cancel(**fields: Any) -> bytes:
+    """A valid cancel of ``JOB`` as JSON, with ``fields`` overriding its members."""
+    msg = {
+        "id": str(uuid.uuid4()),
+        "type": "cancel",
+        "job_id": JOB,
+        "timestamp": "2026-11-27T10:00:00Z",
+        "reason": "operator request",
+    }
+    return orjson.dumps(msg | fields)
+
+
+def progress_in_redis(url: str) -> list[ProgressUpdate]:
+    """The progress messages of ``JOB``'s events stream, in stream order."""
+    client = redis.Redis.from_url(url)
+    try:
+        entries = client.xrange(job_keys(JOB).events)
+    finally:
+        client.close()
+    return [ProgressUpdate.model_validate_json(f[b"msg"]) for _, f in entries]
 
 
 def wait_for(predicate: Callable[[], object], timeout: float = 5.0, what: str = "") -> None:

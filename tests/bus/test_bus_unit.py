@@ -28,7 +28,7 @@ from baqup_agent.contract import (
 from baqup_agent.errors import ConfigError
 from baqup_agent.keys import RESULT_TTL_SECONDS, job_keys
 from baqup_agent.secret import Secret
-from tests.bus.conftest import JOB, BusFactory, LogCapture, progress, wait_for
+from tests.bus.conftest import JOB, BusFactory, LogCapture, cancel, progress, wait_for
 
 URL = "redis://fake:6379/0"
 KEYS = job_keys(JOB)
@@ -208,15 +208,9 @@ def test_spool_only_mode_is_the_bus(make_bus: BusFactory, log: LogCapture) -> No
 
     got: list[Cancel] = []
     bus.on_cancel(got.append)
-    cancel = {
-        "id": str(uuid.uuid4()),
-        "type": "cancel",
-        "job_id": JOB,
-        "timestamp": "2026-11-27T10:00:00Z",
-        "reason": "operator",
-    }
+    message = cancel(reason="operator")
     with open(bus.spool.control_path, "ab") as f:
-        f.write(b"not json\n" + orjson.dumps(cancel) + b"\n" + orjson.dumps(cancel) + b"\n")
+        f.write(b"not json\n" + message + b"\n" + message + b"\n")
     wait_for(lambda: got, what="cancel from control.jsonl")
     bus.close()
     assert len(got) == 1 and got[0].reason == "operator"  # the same id counts once

@@ -3,28 +3,16 @@
 from __future__ import annotations
 
 import uuid
-from typing import Any
 
 import orjson
 import redis
 
 from baqup_agent.contract import Cancel
 from baqup_agent.keys import job_keys
-from tests.bus.conftest import AGENT, JOB, BusFactory, LogCapture, wait_for
+from tests.bus.conftest import AGENT, JOB, BusFactory, LogCapture, cancel, wait_for
 from tests.conftest import RedisServer
 
 CONTROL = job_keys(JOB).control
-
-
-def cancel(**fields: Any) -> bytes:
-    msg = {
-        "id": str(uuid.uuid4()),
-        "type": "cancel",
-        "job_id": JOB,
-        "timestamp": "2026-11-27T10:00:00Z",
-        "reason": "operator request",
-    }
-    return orjson.dumps(msg | fields)
 
 
 def test_foreign_and_malformed_entries_are_ignored_and_a_cancel_is_seen(

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import redis
 
-from baqup_agent.contract import ExitCode, ProgressUpdate, ResultStatus
+from baqup_agent.contract import ExitCode, ResultStatus
 from baqup_agent.keys import job_keys
 from baqup_agent.reader import JobEvents
-from tests.bus.conftest import JOB, BusFactory, LogCapture, progress, wait_for
+from tests.bus.conftest import JOB, BusFactory, LogCapture, progress, progress_in_redis, wait_for
 from tests.conftest import RedisServer
 
 N = 1200
@@ -56,12 +56,7 @@ def test_redis_killed_mid_job_loses_and_doubles_nothing(
 
         assert bus.spool.size > 0 and not bus.spool.has_pending
         assert log.count("Redis unreachable") == 1
-        client = redis.Redis.from_url(server.url)
-        in_redis = [
-            ProgressUpdate.model_validate_json(f[b"msg"])
-            for _, f in client.xrange(job_keys(JOB).events)
-        ]
-        client.close()
+        in_redis = progress_in_redis(server.url)
         # Redis alone holds each message exactly once, in seq order: none doubled.
         assert [m.seq for m in in_redis] == list(range(N))
         assert len({m.id for m in in_redis}) == N
@@ -121,13 +116,7 @@ def test_a_restarted_redis_is_used_again_without_losing_the_in_flight_message(
         bus.send_progress(progress(2))  # finds the dead connection, spools, reconnects
         bus.flush()
         assert bus.connected
-        client = redis.Redis.from_url(server.url)
-        seqs = [
-            ProgressUpdate.model_validate_json(f[b"msg"]).seq
-            for _, f in client.xrange(job_keys(JOB).events)
-        ]
-        client.close()
-        assert seqs == [0, 1, 2]
+        assert [m.seq for m in progress_in_redis(server.url)] == [0, 1, 2]
     finally:
         server.stop(kill=True)
 
@@ -144,10 +133,4 @@ def test_a_message_whose_reply_never_came_is_spooled_not_lost(
     bus.send_progress(progress(1))  # reads the missing reply: both go to the spool first
     bus.flush()
     assert bus.connected
-    client = redis.Redis.from_url(redis_server.url)
-    seqs = [
-        ProgressUpdate.model_validate_json(f[b"msg"]).seq
-        for _, f in client.xrange(job_keys(JOB).events)
-    ]
-    client.close()
-    assert seqs == [0, 1]
+    assert [m.seq for m in progress_in_redis(redis_server.url)] == [0, 1]

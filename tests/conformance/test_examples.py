@@ -3,18 +3,25 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
-from baqup_agent.conformance import Status, run_suite
+from baqup_agent.conformance import Report, Status, run_suite
 from tests.conformance._agents import FILESYSTEM, SQLITE, filesystem_fixture, sqlite_fixture
 from tests.conftest import require_binary
+
+
+def passing_report(agent: list[str], options: dict[str, Any], workdir: Path) -> Report:
+    """The suite's report on ``agent``, asserting that every check passed."""
+    report = run_suite(agent, workdir=workdir, **options)
+    statuses = {c.name: c.status for c in report.checks}
+    assert statuses == dict.fromkeys(statuses, Status.PASS), report.to_text()
+    return report
 
 
 def test_filesystem_example_passes_every_check(tmp_path: Path) -> None:
     require_binary("redis-server")
     _, options = filesystem_fixture(tmp_path / "fixture")
-    report = run_suite(FILESYSTEM, workdir=tmp_path, **options)
-    statuses = {c.name: c.status for c in report.checks}
-    assert statuses == dict.fromkeys(statuses, Status.PASS), report.to_text()
+    report = passing_report(FILESYSTEM, options, tmp_path)
     assert "redis-server" in report.redis
     assert report.duration_seconds < 60  # the issue's figure
 
@@ -22,6 +29,4 @@ def test_filesystem_example_passes_every_check(tmp_path: Path) -> None:
 def test_sqlite_example_passes_every_check(tmp_path: Path) -> None:
     require_binary("redis-server")
     _, options = sqlite_fixture(tmp_path / "fixture")
-    report = run_suite(SQLITE, workdir=tmp_path, **options)
-    statuses = {c.name: c.status for c in report.checks}
-    assert statuses == dict.fromkeys(statuses, Status.PASS), report.to_text()
+    passing_report(SQLITE, options, tmp_path)

@@ -17,7 +17,8 @@ from baqup_agent.cli import main
 from baqup_agent.conformance import Status, Suite, SuiteOptions, run_suite
 from baqup_agent.conformance.canary import CanaryScanner, make_canary, spellings
 from baqup_agent.conformance.fixture import compare_trees, make_default_fixture
-from baqup_agent.conformance.schemas import bus_message_errors, schema_errors
+from baqup_agent.conformance.schemas import bus_message_errors
+from baqup_agent.schema import contract_errors
 from tests.conformance._agents import PLAIN, PLAIN_OPTIONS
 from tests.conftest import require_binary
 
@@ -53,8 +54,8 @@ def test_compare_trees_reports_missing_extra_and_changed(tmp_path: Path) -> None
 def test_schema_validation_checks_formats_and_names_the_branch() -> None:
     record = {"timestamp": "yesterday", "level": "INFO", "message": "m", "job_id": "j",
               "agent_id": "a"}  # fmt: skip
-    assert any("date-time" in e for e in schema_errors("log-record.json", record))
-    assert schema_errors("log-record.json", {**record, "timestamp": "2026-11-27T10:00:00Z"}) == []
+    assert any("date-time" in e for e in contract_errors("log-record.json", record))
+    assert contract_errors("log-record.json", {**record, "timestamp": "2026-11-27T10:00:00Z"}) == []
     assert "not a bus message type" in bus_message_errors({"type": "gossip"})[0]
     assert any("seq" in e for e in bus_message_errors({"type": "heartbeat"}))
 

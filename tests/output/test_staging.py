@@ -16,7 +16,6 @@ from pathlib import Path
 import pytest
 
 from baqup_agent import atomic_write
-from baqup_agent.conformance.schemas import schema_errors
 from baqup_agent.errors import (
     CantCreateOutput,
     ConfigError,
@@ -26,6 +25,7 @@ from baqup_agent.errors import (
     PartialFailure,
 )
 from baqup_agent.logger import Logger
+from baqup_agent.schema import contract_errors
 from baqup_agent.secret import Secret
 from baqup_agent.staging import Staging
 
@@ -65,7 +65,7 @@ def test_layout_modes_and_manifest(staging_dir: Path, logger: Logger) -> None:
     assert path == s.output_dir
     assert not s.work_dir.exists()
     document = manifest_of(path)
-    assert schema_errors("manifest.json", document) == []
+    assert contract_errors("manifest.json", document) == []
     assert document["job_id"] == "job-1" and document["role"] == "backup"
     assert document["created_at"].endswith("Z")
     assert [a["filename"] for a in document["artifacts"]] == [

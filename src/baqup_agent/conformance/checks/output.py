@@ -21,8 +21,8 @@ from baqup_agent.conformance.fixture import compare_trees
 from baqup_agent.conformance.observed import Run
 from baqup_agent.conformance.report import Finding, Level
 from baqup_agent.conformance.runner import expand
-from baqup_agent.conformance.schemas import schema_errors
 from baqup_agent.contract import ExitCode
+from baqup_agent.schema import contract_errors
 
 MANIFEST = "manifest.json"
 
@@ -79,7 +79,7 @@ def manifest_findings(run: Run) -> Iterator[Finding]:
     except (OSError, ValueError) as exc:
         yield must(f"{MANIFEST} is not JSON: {exc}", run)
         return
-    errors = schema_errors("manifest.json", data)
+    errors = contract_errors("manifest.json", data)
     if errors:
         yield must(f"{MANIFEST} is not valid: " + "; ".join(errors), run)
         return

@@ -14,9 +14,9 @@ from baqup_agent.conformance.checks._base import (
     the_result,
 )
 from baqup_agent.conformance.report import Finding
-from baqup_agent.conformance.schemas import schema_errors
 from baqup_agent.contract import ExitCode
 from baqup_agent.contract.tables import EXIT_CODES
+from baqup_agent.schema import contract_errors
 
 _TAXONOMY = {int(c) for c in ExitCode}
 _UNREPORTED = int(ExitCode.COMPLETED_UNREPORTED)
@@ -100,7 +100,7 @@ def _log_line_problem(line: str, job_id: str, agent_id: str, missing_id: bool) -
     if missing_id:
         # the job id is the missing variable: any valid id (or none) is acceptable
         record = {"job_id": "unknown", **record}
-    errors = schema_errors("log-record.json", record)
+    errors = contract_errors("log-record.json", record)
     if errors:
         return "not a valid log record: " + "; ".join(errors)
     if not missing_id and record["job_id"] != job_id:
