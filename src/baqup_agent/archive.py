@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import io
 import os
 import stat
 import tarfile
@@ -360,6 +361,7 @@ def create_tar(
     stats = TarStats()
     base = Path(root)
     links: dict[tuple[int, int], str] = {}  # (dev, inode) -> first name, for st_nlink > 1
+    buffer = memoryview(bytearray(_COPY_SIZE))  # file data goes through it, chunk by chunk
     with tarfile.open(  # type: ignore[call-overload]
         fileobj=fileobj, mode="w", format=tarfile.PAX_FORMAT, copybufsize=_COPY_SIZE
     ) as tar:
@@ -367,7 +369,7 @@ def create_tar(
             if checkpoint is not None:
                 checkpoint()
             try:
-                _add(tar, path, relative, stats, links, logger)
+                _add(tar, path, relative, stats, links, buffer, logger)
             except FileNotFoundError:
                 stats.skipped += 1  # removed since the walk saw it: a live tree changes
                 _warn(logger, "entry vanished during backup", relative)
@@ -397,6 +399,7 @@ def _add(
     name: str,
     stats: TarStats,
     links: dict[tuple[int, int], str],
+    buffer: memoryview,
     logger: Logger | None,
 ) -> None:
     st = os.lstat(path)
@@ -424,8 +427,8 @@ def _add(
     elif stat.S_ISREG(st.st_mode):
         with open(path, "rb", buffering=0) as f:
             info.size = os.fstat(f.fileno()).st_size  # the size when opened is what we store
-            reader = _FixedSize(f, info.size)
-            tar.addfile(info, reader)
+            reader = _FixedSize(f, info.size, buffer)
+            tar.addfile(info, cast(IO[bytes], reader))  # tarfile only len()s and writes it
         if reader.short:
             _warn(logger, "file shrank while read: padded with zeros", name)
         if st.st_nlink > 1:
@@ -438,24 +441,35 @@ def _add(
 
 
 class _FixedSize:
-    """Reads exactly ``size`` bytes of a file, padding with zeros if it shrank."""
+    """Reads exactly ``size`` bytes of a file, padding with zeros if it shrank.
 
-    def __init__(self, f: IO[bytes], size: int) -> None:
+    ``read`` fills one reused buffer and returns a view of it, valid until the next
+    call: tarfile passes each chunk straight to the archive's ``write`` (which, like
+    any file's, must not keep it), and a new 1 MiB object per chunk would cost an
+    allocation and its page faults every time.
+    """
+
+    def __init__(self, f: io.RawIOBase, size: int, buffer: memoryview) -> None:
         self._f = f
         self._left = size
+        self._buffer = buffer
         self.short = False
 
-    def read(self, n: int = -1, /) -> bytes:
+    def read(self, n: int = -1, /) -> memoryview:
         n = self._left if n < 0 else min(n, self._left)
-        data = self._f.read(n) if n else b""
-        while len(data) < n:
-            more = self._f.read(n - len(data))
-            if not more:
+        if n > len(self._buffer):  # tarfile never asks for more than its copy size
+            self._buffer = memoryview(bytearray(n))
+        view = self._buffer[:n]
+        done = 0
+        while done < n:
+            got = self._f.readinto(view[done:])
+            if not got:
                 self.short = True
-                data += bytes(n - len(data))
-            data += more
+                view[done:] = bytes(n - done)
+                break
+            done += got
         self._left -= n
-        return data
+        return view
 
 
 def _warn(logger: Logger | None, message: str, name: str) -> None:

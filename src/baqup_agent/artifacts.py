@@ -45,37 +45,84 @@ _POLL = 0.1  # seconds between checks that the sink thread is still alive, when 
 FILE_MODE = 0o600  # staged files are not world-readable (contract section 7)
 
 
-class _Codec(Protocol):
-    def compress(self, data: memoryview, /) -> bytes: ...
+class _Encoder(Protocol):
+    """Compresses what ``write`` gets and hands the output to the sink, in order."""
 
-    def flush(self) -> bytes: ...
+    def write(self, data: memoryview, /) -> object: ...
+
+    def finish(self) -> None:
+        """End the stream: the last output (gzip trailer, zstd frame end) goes out."""
 
 
-def _codec(compression: Compression, level: int | None, threads: int) -> _Codec | None:
-    """The streaming compressor for ``compression``; None for no compression."""
+class _Plain:
+    """No compression: the bytes are copied, since the sink keeps what it is given and
+    the caller (or the writer's buffer) reuses its memory."""
+
+    def __init__(self, sink: _Sink) -> None:
+        self._sink = sink
+
+    def write(self, data: memoryview, /) -> None:
+        self._sink.write(data.tobytes())
+
+    def finish(self) -> None:
+        """Nothing is pending."""
+
+
+class _Gzip:
+    def __init__(self, sink: _Sink, level: int) -> None:
+        import zlib
+
+        self._sink = sink
+        # wbits 31: a gzip member (header, deflate, crc32 and size trailer), as gzip -d reads
+        self._zlib = zlib.compressobj(level, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+
+    def write(self, data: memoryview, /) -> None:
+        self._sink.write(self._zlib.compress(data))
+
+    def finish(self) -> None:
+        self._sink.write(self._zlib.flush())
+
+
+class _Zstd:
+    def __init__(self, sink: _Sink, level: int, threads: int) -> None:
+        import zstandard
+
+        # write_checksum: the frame carries its own content checksum, so `zstd -t` can
+        # test it.
+        params = {"threads": threads, "write_checksum": 1}
+        if threads:
+            # zstd's default job is four windows (2 MiB at level 1), and it keeps a few
+            # per worker in memory: one window (at least 1 MiB) costs a small fraction
+            # of the ratio and keeps peak memory well under the contract's 100 MiB.
+            window_log = zstandard.ZstdCompressionParameters.from_level(level).window_log
+            params["job_size"] = 1 << max(20, window_log)
+        cctx = zstandard.ZstdCompressor(
+            compression_params=zstandard.ZstdCompressionParameters.from_level(level, **params)
+        )
+        # The stream writer hands each output buffer (up to _BUFFER_SIZE) to the sink as
+        # one object; compressobj() instead grows each result by reallocation.
+        self._writer = cctx.stream_writer(
+            cast(BinaryIO, sink), write_size=_BUFFER_SIZE, closefd=False
+        )
+        self._end_frame = zstandard.FLUSH_FRAME
+
+    def write(self, data: memoryview, /) -> None:
+        self._writer.write(data)
+
+    def finish(self) -> None:
+        # Not close(): that would end a second, empty frame.
+        self._writer.flush(self._end_frame)
+
+
+def _encoder(compression: Compression, level: int | None, threads: int, sink: _Sink) -> _Encoder:
+    """The streaming compressor for ``compression``, writing to ``sink``."""
     if compression is Compression.NONE:
-        return None
+        return _Plain(sink)
     if level is None:
         level = DEFAULT_LEVELS[compression]
     if compression is Compression.GZIP:
-        import zlib
-
-        # wbits 31: a gzip member (header, deflate, crc32 and size trailer), as gzip -d reads
-        return zlib.compressobj(level, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
-    import zstandard
-
-    # write_checksum: the frame carries its own content checksum, so `zstd -t` can test it.
-    params = {"threads": threads, "write_checksum": 1}
-    if threads:
-        # zstd's default job is four windows (2 MiB at level 1), and it keeps a few per
-        # worker in memory: one window (at least 1 MiB) costs a small fraction of the
-        # ratio and keeps peak memory well under the 100 MiB the contract allows.
-        window_log = zstandard.ZstdCompressionParameters.from_level(level).window_log
-        params["job_size"] = 1 << max(20, window_log)
-    cctx = zstandard.ZstdCompressor(
-        compression_params=zstandard.ZstdCompressionParameters.from_level(level, **params)
-    )
-    return cast(_Codec, cctx.compressobj())
+        return _Gzip(sink, level)
+    return _Zstd(sink, level, threads)
 
 
 class ArtifactWriter:
@@ -109,9 +156,7 @@ class ArtifactWriter:
         self.algorithm = ChecksumAlgorithm(algorithm)
         self.artifact: Artifact | None = None
         self.bytes_in = 0
-        self.bytes_out = 0
         hasher = new_hash(self.algorithm.value)
-        self._codec = _codec(self.compression, level, threads)
         self._progress = progress
         self._on_close = on_close
         self._buffer = bytearray(_BUFFER_SIZE)
@@ -121,6 +166,11 @@ class ArtifactWriter:
         self._open = True
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
         self._sink = _Sink(os.open(self.path, flags, FILE_MODE), hasher, self.filename)
+        try:
+            self._encoder = _encoder(self.compression, level, threads, self._sink)
+        except BaseException:  # e.g. a level the library refuses
+            self.abort()
+            raise
 
     # -- the file interface -------------------------------------------------------------
 
@@ -128,6 +178,11 @@ class ArtifactWriter:
     def name(self) -> str:
         """The path being written (tarfile uses it to skip the archive itself)."""
         return str(self.path)
+
+    @property
+    def bytes_out(self) -> int:
+        """Bytes stored so far (compressed): the artifact's size once closed."""
+        return self._sink.bytes_out
 
     @property
     def closed(self) -> bool:
@@ -195,8 +250,7 @@ class ArtifactWriter:
         self._check_open()
         try:
             self._drain()
-            if self._codec is not None:
-                self._emit(self._codec.flush())
+            self._encoder.finish()
             digest = self._sink.finish()
             self._open = False
             self.artifact = Artifact(
@@ -257,17 +311,10 @@ class ArtifactWriter:
             self._filled = 0
 
     def _feed(self, data: memoryview) -> None:
-        # Bounded pieces: each compressed chunk stays small, whatever one write brings.
+        # Bounded pieces: each compressed chunk stays small, and no single C call
+        # lasts long, whatever one write brings.
         for start in range(0, len(data), _BUFFER_SIZE):
-            piece = data[start : start + _BUFFER_SIZE]
-            # The sink keeps what it is given: uncompressed bytes are copied, since the
-            # caller (or this writer's buffer) reuses its memory.
-            self._emit(piece.tobytes() if self._codec is None else self._codec.compress(piece))
-
-    def _emit(self, data: bytes) -> None:
-        if data:
-            self.bytes_out += len(data)
-            self._sink.write(data)
+            self._encoder.write(data[start : start + _BUFFER_SIZE])
 
 
 class _Sink:
@@ -279,6 +326,8 @@ class _Sink:
     """
 
     def __init__(self, fd: int, hasher: Hasher, filename: str) -> None:
+        self.bytes_out = 0
+        """Bytes queued for the file so far."""
         self._fd = fd
         self._hasher = hasher
         self._queue: queue.Queue[bytes | None] = queue.Queue(_QUEUE_DEPTH)
@@ -291,7 +340,9 @@ class _Sink:
 
     def write(self, data: bytes) -> None:
         """Queue ``data`` (blocks while the queue is full); raise the thread's error."""
-        self._put(data)
+        if data:
+            self.bytes_out += len(data)
+            self._put(data)
 
     def finish(self) -> str:
         """Write what is queued, fsync and close the file; the hex digest."""

@@ -27,8 +27,8 @@ import uuid
 from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 import orjson
 from pydantic import ValidationError
@@ -36,7 +36,6 @@ from pydantic import ValidationError
 from baqup_agent.contract import (
     AgentState,
     BaseConfig,
-    BusMessage,
     Cancel,
     ExitCode,
     Heartbeat,
@@ -47,19 +46,28 @@ from baqup_agent.contract import (
     ResultStatus,
     StateChange,
 )
+from baqup_agent.control import ControlListener
 from baqup_agent.errors import ConfigError, IOFailure, summarize
 from baqup_agent.keys import MESSAGE_FIELD, RESULT_TTL_SECONDS, default_spool_dir, job_keys
 from baqup_agent.redaction import REDACTOR
+from baqup_agent.redis_client import Backoff, connect_redis, entry_messages, is_redis_error
 from baqup_agent.secret import Secret
-from baqup_agent.spool import Spool, read_lines
+from baqup_agent.spool import Spool
 
 if TYPE_CHECKING:
-    from redis import Redis
-    from redis.cluster import RedisCluster
-
     from baqup_agent.logger import Logger
+    from baqup_agent.redis_client import RedisClient as RedisClient  # re-exported for types
 
-    RedisClient = Redis | RedisCluster
+__all__ = [
+    "REPLAY_BATCH",
+    "STREAM_MAXLEN",
+    "AgentMessage",
+    "Backoff",
+    "BusClient",
+    "connect_redis",
+    "entry_messages",
+    "is_redis_error",
+]
 
 AgentMessage = StateChange | Heartbeat | ProgressUpdate | Result
 
@@ -67,8 +75,6 @@ STREAM_MAXLEN = 100_000
 """Approximate cap of the events stream: far above a job's traffic (a heartbeat every
 10 s for a week is 60,480 entries) while bounding a runaway agent's memory use."""
 REPLAY_BATCH = 500
-CONTROL_BLOCK_MS = 1000
-CONTROL_POLL_SECONDS = 0.25
 
 
 def _reveal(value: Any) -> str | None:
@@ -82,97 +88,6 @@ def _reveal(value: Any) -> str | None:
 
 def _now() -> datetime:
     return datetime.now(timezone.utc)
-
-
-class Backoff:
-    """Exponential backoff between attempts: ``initial`` doubling up to ``cap`` seconds."""
-
-    def __init__(self, initial: float = 0.05, cap: float = 5.0) -> None:
-        self.initial = initial
-        self.cap = cap
-        self.delay = 0.0
-        self._next = 0.0
-
-    def ready(self) -> bool:
-        """Whether the next attempt is due."""
-        return time.monotonic() >= self._next
-
-    def failed(self) -> float:
-        """Record a failed attempt; return the delay before the next one."""
-        self.delay = min(self.cap, max(self.initial, self.delay * 2))
-        self._next = time.monotonic() + self.delay
-        return self.delay
-
-    def reset(self) -> None:
-        """Record a success: the next failure starts again at ``initial``."""
-        self.delay = 0.0
-        self._next = 0.0
-
-
-def connect_redis(
-    url: str,
-    *,
-    password: str | None = None,
-    connect_timeout: float = 2.0,
-    command_timeout: float = 5.0,
-    cluster: bool | None = None,
-) -> RedisClient:
-    """A connected redis-py client for ``url``, a ``RedisCluster`` on a cluster.
-
-    URL forms: ``redis://`` and ``rediss://`` (TLS; ``?ssl_cert_reqs=``,
-    ``?ssl_ca_certs=`` as redis-py reads them), ``user:password@`` (ACL), ``/DB``;
-    ``password`` is used when the URL has none. Cluster mode is taken from the
-    ``cluster=yes|no`` URL option or ``cluster``, else detected with ``INFO cluster``.
-    redis-py's own retries are off: the bus decides when to retry, so a command is
-    never silently sent twice. Raises ``redis.RedisError`` when Redis does not answer.
-    """
-    import redis
-    from redis.backoff import NoBackoff
-    from redis.cluster import RedisCluster
-    from redis.retry import Retry
-
-    parts = urlsplit(url)
-    query = parse_qsl(parts.query)
-    forced = [v for k, v in query if k == "cluster"]
-    if forced:
-        cluster = forced[-1].lower() in ("1", "yes", "true", "on")
-        parts = parts._replace(query=urlencode([(k, v) for k, v in query if k != "cluster"]))
-    options: dict[str, Any] = {
-        "socket_connect_timeout": connect_timeout,
-        "socket_timeout": command_timeout,
-        "retry": Retry(NoBackoff(), 0),
-    }
-    if password is not None:
-        options["password"] = password  # the URL's own password wins (redis-py rule)
-    if cluster is None:
-        probe = redis.Redis.from_url(urlunsplit(parts), **options)
-        try:
-            cluster = _cluster_enabled(probe)
-            if not cluster:
-                return probe
-        except BaseException:
-            probe.close()
-            raise
-        probe.close()
-    if not cluster:
-        client: RedisClient = redis.Redis.from_url(urlunsplit(parts), **options)
-        client.ping()
-        return client
-    if parts.path.strip("/") not in ("", "0"):
-        raise ValueError("a Redis Cluster has only database 0; drop the /DB of the URL")
-    return RedisCluster.from_url(urlunsplit(parts._replace(path="")), **options)
-
-
-def _cluster_enabled(client: Redis) -> bool:
-    """Whether the server runs in cluster mode (False when INFO is not allowed)."""
-    from redis.exceptions import NoPermissionError
-
-    try:
-        info = client.info("cluster")
-    except NoPermissionError:
-        client.ping()  # an ACL user without INFO: still prove the connection works
-        return False
-    return bool(info.get("cluster_enabled"))
 
 
 class BusClient:
@@ -239,10 +154,7 @@ class BusClient:
         mode). ``close()`` updates it when its final replay delivers a spooled result."""
 
         self._stop = threading.Event()
-        self._listener: threading.Thread | None = None
-        self._listener_client: RedisClient | None = None
-        self._callbacks: list[Callable[[Cancel], None]] = []
-        self._seen_cancels: set[uuid.UUID] = set()
+        self._control: ControlListener | None = None
 
         if self._url is not None:
             self._start_redis()
@@ -371,21 +283,22 @@ class BusClient:
         (so a cancel sent before the agent listened is seen) and ``control.jsonl`` in
         the spool. Invalid or foreign entries are logged and ignored.
         """
-        self._callbacks.append(callback)
-        if self._listener is None:
-            self._listener = threading.Thread(
-                target=self._listen, name=f"baqup-control-{self.job_id}", daemon=True
+        if self._control is None:
+            self._control = ControlListener(
+                self.job_id,
+                self.keys.control,
+                self.spool.control_path,
+                self._log,
+                self._stop,
+                None if self._url is None else self._connect,
             )
-            self._listener.start()
+        self._control.add(callback)
 
     def close(self) -> None:
         """Stop the listener, make a last replay attempt, close connections and files."""
         self._stop.set()
-        listener_client = self._listener_client
-        if listener_client is not None:
-            listener_client.close()  # wakes the listener's blocked XREAD
-        if self._listener is not None:
-            self._listener.join(timeout=CONTROL_BLOCK_MS / 1000 + self._command_timeout)
+        if self._control is not None:
+            self._control.close(self._command_timeout)
         with self._lock:
             self._flush()
             if self._url is not None and self.spool.has_pending:
@@ -540,13 +453,14 @@ class BusClient:
             self._degraded = True
             self._replay()
 
-    def _connect(self) -> RedisClient:
+    def _connect(self, block_seconds: float = 0.0) -> RedisClient:
+        """A new client; its command timeout allows for a command blocking that long."""
         assert self._url is not None
         return connect_redis(
             self._url,
             password=self._password,
             connect_timeout=self._connect_timeout,
-            command_timeout=self._command_timeout,
+            command_timeout=self._command_timeout + block_seconds,
             cluster=self._cluster,
         )
 
@@ -673,106 +587,9 @@ class BusClient:
         ]
         return max(seqs, default=-1) + 1
 
-    # -- control stream --------------------------------------------------------------
-
-    def _listen(self) -> None:
-        """The control listener thread: XREAD BLOCK from 0, and control.jsonl."""
-        last_id = "0-0"
-        file_offset = 0
-        backoff = Backoff(initial=0.1)
-        logged = False
-        while not self._stop.is_set():
-            file_offset = self._poll_control_file(file_offset)
-            if self._url is None:
-                self._stop.wait(CONTROL_POLL_SECONDS)
-                continue
-            try:
-                if self._listener_client is None:
-                    client = connect_redis(
-                        self._url,
-                        password=self._password,
-                        connect_timeout=self._connect_timeout,
-                        command_timeout=self._command_timeout + CONTROL_BLOCK_MS / 1000,
-                        cluster=self._cluster,
-                    )
-                    self._listener_client = client
-                    if self._stop.is_set():  # close() ran while we connected
-                        client.close()
-                        break
-                response = self._listener_client.xread(
-                    {self.keys.control: last_id}, count=100, block=CONTROL_BLOCK_MS
-                )
-                backoff.reset()
-                logged = False
-            except Exception as exc:
-                if self._stop.is_set():
-                    break
-                if not is_redis_error(exc):
-                    self._log.error("control listener failed", exc=exc)
-                elif not logged:
-                    self._log.warn("control stream unreachable; retrying", error=summarize(exc))
-                logged = True
-                self._stop.wait(backoff.failed())
-                continue
-            for _, entries in cast(Any, response) or ():
-                for entry_id, raw in entry_messages(entries):
-                    last_id = entry_id
-                    self._handle_control(raw, f"stream entry {entry_id}")
-
-    def _poll_control_file(self, offset: int) -> int:
-        try:
-            lines, offset = read_lines(self.spool.control_path, offset)
-        except OSError as exc:  # unreadable: the Redis control stream may still work
-            self._log.debug("cannot read control.jsonl", error=summarize(exc))
-            return offset
-        for end, line in lines:
-            self._handle_control(line, f"{self.spool.control_path}@{end}")
-        return offset
-
-    def _handle_control(self, raw: bytes | None, where: str) -> None:
-        """Validate one control entry and dispatch a cancel; log anything else."""
-        if raw is None:
-            self._log.warn("ignored a control entry without a msg field", entry=where)
-            return
-        try:
-            message = BusMessage.model_validate_json(raw).root
-        except ValidationError as exc:
-            self._log.warn(
-                "ignored an invalid control message",
-                entry=where,
-                errors=exc.error_count(),
-                first_error=exc.errors()[0]["msg"] if exc.error_count() else "",
-            )
-            return
-        if not isinstance(message, Cancel):
-            self._log.warn("ignored a non-control message", entry=where, type=message.type)
-            return
-        if message.job_id != self.job_id:
-            self._log.warn("ignored a cancel for another job", entry=where, job=message.job_id)
-            return
-        if message.id in self._seen_cancels:
-            return
-        self._seen_cancels.add(message.id)
-        self._log.info("cancel received", entry=where, reason=message.reason)
-        for callback in list(self._callbacks):
-            try:
-                callback(message)
-            except Exception as exc:
-                self._log.error("cancel callback failed", exc=exc)
-
 
 def _redact(text: str | None) -> str | None:
     return None if text is None else REDACTOR.redact(text)
-
-
-def entry_messages(entries: Any) -> list[tuple[str, bytes | None]]:
-    """``(entry id, msg field)`` of redis-py stream entries (XRANGE, XREAD items)."""
-    out: list[tuple[str, bytes | None]] = []
-    for entry_id, fields in entries or ():
-        raw = (fields or {}).get(MESSAGE_FIELD.encode())
-        eid = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
-        out.append((eid, raw if isinstance(raw, bytes) else None))
-    return out
 
 
 def _head(raw: bytes | None) -> dict[str, Any]:
@@ -782,10 +599,3 @@ def _head(raw: bytes | None) -> dict[str, Any]:
     except orjson.JSONDecodeError:
         return {}
     return value if isinstance(value, dict) else {}
-
-
-def is_redis_error(exc: BaseException) -> bool:
-    """Whether ``exc`` means "Redis cannot take this now" (spool, retry later)."""
-    from redis.exceptions import RedisError
-
-    return isinstance(exc, (RedisError, OSError))

@@ -28,7 +28,9 @@ from under a rename.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
+import select
 import signal
 import sys
 import threading
@@ -113,6 +115,15 @@ class Cancellation:
     The signal handler only sets events: logging and the timer run in the watchdog
     thread, because writing to a stream from inside a signal handler can re-enter the
     stream's buffer.
+
+    Python runs signal handlers in the main thread only, between bytecodes: while the
+    job's thread is inside one long C call (a compression, an fsync, a database backup
+    step) the handler waits. So the watchdog does not depend on it: the interpreter's
+    C-level handler writes every signal's number to a pipe (``signal.set_wakeup_fd``)
+    that the watchdog reads, and the grace period starts when the signal arrives. For
+    the same reason the forced exit never waits on anything that can block past the
+    deadline (a lock the job holds, a full log pipe, a slow bus): each step runs in a
+    helper thread that is abandoned when time is up.
     """
 
     def __init__(
@@ -130,18 +141,30 @@ class Cancellation:
         self._on_force_exit = on_force_exit
         self._exit_process = exit_process
         self._requested = threading.Event()
-        self._wake = threading.Event()  # a first request, or the job stopped
         self._force = threading.Event()
         self._stopped = threading.Event()
         self._guard = threading.Lock()
         self._committed = False
-        self._signals = 0
+        self._signals = 0  # counted by the Python-level handler
         self._requested_at = 0.0
         self.reason: str | None = None
         """Why cancellation was requested (None while it was not)."""
+        # The watchdog sleeps on this pipe: signal numbers from the wakeup fd, and a 0
+        # byte from request()/stop() in Python, wake it.
+        self._wake_r, self._wake_w = os.pipe()
+        for fd in (self._wake_r, self._wake_w):
+            os.set_blocking(fd, False)
+        # The pipe is closed once both the watchdog has ended and the wakeup fd is
+        # restored; never before, or a signal or a poke could write into a reused fd.
+        self._pipe_lock = threading.RLock()  # re-entered by a signal handler in the main thread
+        self._pipe_open = True
+        self._watchdog_done = False
+        self._wakeup_installed = False
+        self._previous_wakeup = -1
+        self._piped = 0  # SIGTERM/SIGINT read from the pipe by the watchdog
+        self._previous_handlers: dict[int, object] = {}
         self._watchdog = threading.Thread(target=self._watch, name="baqup-watchdog", daemon=True)
         self._watchdog.start()
-        self._previous_handlers: dict[int, object] = {}
 
     # -- the flag ---------------------------------------------------------------------
 
@@ -167,7 +190,7 @@ class Cancellation:
         self.reason = reason
         self._requested_at = time.monotonic()
         self._requested.set()
-        self._wake.set()
+        self._poke()
 
     @contextlib.contextmanager
     def commit(self) -> Iterator[None]:
@@ -185,8 +208,8 @@ class Cancellation:
     def stop(self) -> None:
         """The job has stopped (result reported): disarm the watchdog and let it end."""
         self._stopped.set()
-        self._wake.set()
         self._force.set()
+        self._poke()
 
     # -- signals ----------------------------------------------------------------------
 
@@ -196,13 +219,20 @@ class Cancellation:
             return False
         for signum in HANDLED_SIGNALS:
             self._previous_handlers[signum] = signal.signal(signum, self._handle_signal)
+        self._previous_wakeup = signal.set_wakeup_fd(self._wake_w, warn_on_full_buffer=False)
+        self._wakeup_installed = True
         return True
 
     def restore_signal_handlers(self) -> None:
-        """Put back the handlers that ``install_signal_handlers`` replaced."""
+        """Put back the handlers (and wakeup fd) that ``install_signal_handlers`` replaced."""
         for signum, handler in self._previous_handlers.items():
             signal.signal(signum, handler)  # type: ignore[arg-type]
         self._previous_handlers.clear()
+        if self._wakeup_installed:
+            signal.set_wakeup_fd(self._previous_wakeup)
+            with self._pipe_lock:
+                self._wakeup_installed = False
+                self._close_pipe_if_unused()
 
     @staticmethod
     def ignore_signals() -> None:
@@ -216,47 +246,108 @@ class Cancellation:
             signal.signal(signum, signal.SIG_IGN)
 
     def _handle_signal(self, signum: int, frame: FrameType | None) -> None:
+        # The watchdog may have seen this signal already (through the pipe), counting
+        # it on its own; the handler makes the flag visible to the job at once.
         if self._stopped.is_set():
             return  # the job is over and reported: the process is on its way out
         self._signals += 1
-        if self._signals == 1:
+        self._signal(signum, self._signals)
+
+    def _signal(self, signum: int, count: int) -> None:
+        """The ``count``-th SIGTERM/SIGINT (as one observer counts them) arrived."""
+        if count == 1:
             self.request(f"received {signal.Signals(signum).name}")
         else:
             self._force.set()
+            self._poke()
+
+    def _poke(self) -> None:
+        # Never blocks for long: the lock is only held to write or close.
+        with self._pipe_lock, contextlib.suppress(OSError):  # full: it will wake anyway
+            if self._pipe_open:
+                os.write(self._wake_w, b"\0")
 
     # -- the watchdog -----------------------------------------------------------------
 
     def _watch(self) -> None:
-        self._wake.wait()
-        if self._stopped.is_set():
-            return
+        try:
+            self._wait_until(lambda: self._requested.is_set() or self._stopped.is_set(), None)
+            if self._stopped.is_set():
+                return
+            # Told from a helper thread: a callback or a log write that blocks must not
+            # hold up the deadline.
+            _in_background(self._notify_request, "baqup-cancel-notice")
+            reserve = min(MAX_EXIT_RESERVE, 0.2 * self.grace_period)
+            deadline = self._requested_at + self.grace_period
+            self._wait_until(self._force.is_set, deadline - reserve)
+            if self._stopped.is_set():
+                return
+            why = "second signal" if self._force.is_set() else "grace period expired"
+            self._force_exit(why, deadline, reserve)
+        finally:
+            with self._pipe_lock:
+                self._watchdog_done = True
+                self._close_pipe_if_unused()
+
+    def _wait_until(self, done: Callable[[], bool], until: float | None) -> None:
+        """Sleep on the pipe until ``done()`` or the monotonic time ``until``."""
+        poller = select.poll()  # not select(): any fd number
+        poller.register(self._wake_r, select.POLLIN)
+        while not done():
+            timeout = None if until is None else until - time.monotonic()
+            if timeout is not None and timeout <= 0:
+                return
+            poller.poll(None if timeout is None else math.ceil(timeout * 1000))
+            with contextlib.suppress(BlockingIOError):
+                for signum in os.read(self._wake_r, 512):
+                    if signum in HANDLED_SIGNALS and not self._stopped.is_set():
+                        self._piped += 1
+                        self._signal(signum, self._piped)
+
+    def _notify_request(self) -> None:
         if self._on_request is not None:
             self._on_request(self.reason or "cancelled")
-        reserve = min(MAX_EXIT_RESERVE, 0.2 * self.grace_period)
-        deadline = self._requested_at + self.grace_period
         self._logger.warn(
             "cancellation requested; stopping at the next checkpoint",
             reason=self.reason,
             grace_period=self.grace_period,
         )
-        forced = self._force.wait(timeout=max(0.0, deadline - reserve - time.monotonic()))
-        if self._stopped.is_set():
-            return
-        why = "second signal" if forced else "grace period expired"
-        self._force_exit(why, deadline)
 
-    def _force_exit(self, why: str, deadline: float) -> NoReturn:
-        self._logger.error(f"forced exit: {why}", reason=self.reason)
-        # Wait for a publication in progress rather than remove files under its rename;
-        # the guard is then kept so that no publication starts after this point.
-        may_discard = self._guard.acquire(timeout=max(0.0, deadline - time.monotonic()))
-        code = 1
-        if self._on_force_exit is not None:
-            try:
-                code = self._on_force_exit(why, may_discard, deadline)
-            except BaseException as exc:  # the exit below must happen whatever went wrong
-                self._logger.error("forced exit clean-up failed", exc=exc)
-        for stream in (sys.stdout, sys.stderr):
-            with contextlib.suppress(OSError, ValueError):  # closed or broken: nothing to say
-                stream.flush()
-        self._exit_process(code)
+    def _force_exit(self, why: str, deadline: float, reserve: float) -> NoReturn:
+        # The clean-up gets the reserve minus a margin in which to give up on it, so the
+        # exit below happens by the deadline even when the clean-up hangs.
+        finish_by = deadline - min(0.1, 0.25 * reserve)
+        code = [1]  # a cancelled job's code, until the clean-up says otherwise
+
+        def clean_up() -> None:
+            self._logger.error(f"forced exit: {why}", reason=self.reason)
+            # Wait for a publication in progress rather than remove files under its
+            # rename; the guard is then kept so that no publication starts after this.
+            may_discard = self._guard.acquire(timeout=max(0.0, finish_by - time.monotonic()))
+            if self._on_force_exit is not None:
+                try:
+                    code[0] = self._on_force_exit(why, may_discard, finish_by)
+                except BaseException as exc:  # the exit must happen whatever went wrong
+                    self._logger.error("forced exit clean-up failed", exc=exc)
+            for stream in (sys.stdout, sys.stderr):
+                with contextlib.suppress(OSError, ValueError):  # closed or broken
+                    stream.flush()
+
+        _in_background(clean_up, "baqup-forced-exit").join(
+            timeout=max(0.0, deadline - time.monotonic())
+        )
+        self._exit_process(code[0])
+
+    def _close_pipe_if_unused(self) -> None:
+        """With ``_pipe_lock`` held: close the pipe once nothing can write to it."""
+        if self._pipe_open and self._watchdog_done and not self._wakeup_installed:
+            self._pipe_open = False
+            os.close(self._wake_r)
+            os.close(self._wake_w)
+
+
+def _in_background(target: Callable[[], None], name: str) -> threading.Thread:
+    """Start ``target`` in a daemon thread (the process may end before it does)."""
+    thread = threading.Thread(target=target, name=name, daemon=True)
+    thread.start()
+    return thread

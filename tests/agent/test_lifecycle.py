@@ -6,6 +6,8 @@ import io
 import itertools
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -221,6 +223,69 @@ def test_second_signal_forces_a_fast_exit(
     assert requests == ["received SIGTERM"]
     c.restore_signal_handlers()
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_forced_exit_does_not_wait_for_a_hanging_clean_up(
+    make_cancellation: MakeCancellation, recorder: ExitRecorder
+) -> None:
+    release = threading.Event()
+
+    def hang(why: str, may_discard: bool, deadline: float) -> int:
+        release.wait(10)  # a bus or a lock that never answers
+        return 0
+
+    c = make_cancellation(0.5, on_force_exit=hang)
+    t0 = time.monotonic()
+    c.request("test")
+    assert recorder.done.wait(3)
+    release.set()
+    assert (recorder.at or 0) - t0 <= 0.5 + 0.05  # the deadline, not the clean-up
+    assert recorder.codes == [1]  # a cancelled job's code when the clean-up never said
+
+
+# The job's main thread spends its time in one long C call after another (zstd at a
+# high level, GIL released, never a checkpoint): Python cannot run the SIGTERM handler
+# until a call returns, so only the watchdog, woken through the wakeup fd, can keep
+# the grace period.
+_LONG_CALL_SCRIPT = """
+import hashlib, sys, zstandard
+from baqup_agent.lifecycle import Cancellation
+from baqup_agent.logger import Logger
+
+grace = float(sys.argv[1])
+c = Cancellation(grace, Logger("job-1", "agent-1", stream=sys.stderr))
+c.install_signal_handlers()
+text = b"".join(hashlib.sha256(b"%d" % i).hexdigest().encode() for i in range(1 << 17))
+cctx = zstandard.ZstdCompressor(level=15)
+print("ready", flush=True)
+while True:
+    cctx.compress(text)
+"""
+
+
+def test_grace_period_holds_while_the_job_is_in_a_long_c_call() -> None:
+    grace = 1.0
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _LONG_CALL_SCRIPT, str(grace)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        assert proc.stdout is not None and proc.stdout.readline() == b"ready\n"
+        time.sleep(0.2)  # well inside the first call (about 2 s here), not before it
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(timeout=30)
+        elapsed = time.monotonic() - t0
+        _, err = proc.communicate()
+    finally:
+        proc.kill()
+        proc.wait()
+    assert code == 1
+    assert b"forced exit: grace period expired" in err
+    # One compression call lasts seconds: before the wakeup fd, the exit came that
+    # much later. 0.3 s of slack for process start-up noise on a loaded machine.
+    assert elapsed <= grace + 0.3, f"exited {elapsed:.2f} s after SIGTERM"
 
 
 def test_handlers_are_not_installed_off_the_main_thread(
