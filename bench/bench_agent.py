@@ -9,7 +9,7 @@ the agent process under 100 MiB, and within 10% between a SIZE and a 4 x SIZE tr
 (constant memory).
 
 Environment: BENCH_SIZE_MB (default 1024; half incompressible random bytes, half
-text), BENCH_RSS_SCALE (default 4; 0 skips the bigger tree), BENCH_REPEAT (default 3:
+text), BENCH_RSS_SCALE (default 4; 0 skips the bigger tree), BENCH_REPEAT (default 5:
 best of that many runs of each side, alternating). Data lives in bench/.work/ and is
 removed afterwards.
 """
@@ -172,7 +172,7 @@ def warm(source: Path) -> None:
 def main() -> int:
     size_mb = int(os.environ.get("BENCH_SIZE_MB", "1024"))
     scale = int(os.environ.get("BENCH_RSS_SCALE", "4"))
-    repeat = int(os.environ.get("BENCH_REPEAT", "3"))
+    repeat = int(os.environ.get("BENCH_REPEAT", "5"))
     missed = 0
     shutil.rmtree(WORK, ignore_errors=True)
     try:
@@ -192,7 +192,9 @@ def main() -> int:
             ratio,
             "<= 1.0",
             passed,
-            f"agent {agent:.2f} s, pipeline {pipeline:.2f} s, best of {repeat}",
+            # two cores shared with other work skew the ratio: say how busy the machine was
+            f"agent {agent:.2f} s, pipeline {pipeline:.2f} s, best of {repeat}, "
+            f"load {os.getloadavg()[0]:.1f}",
         )
         passed = rss < RSS_LIMIT_MIB << 20
         missed += not passed

@@ -41,7 +41,8 @@ _QUEUE_DEPTH = 4
 # The sink asks the kernel to start writing back every region of this size once it is
 # complete, instead of leaving the whole file dirty for the closing fsync.
 _WRITEBACK = 8 << 20
-_POLL = 0.1  # seconds between checks that the sink thread is still alive, when blocked
+_SYNC_FILE_RANGE_WRITE = 2  # <fcntl.h>: start writing the dirty pages, do not wait
+_POLL = 0.1  # seconds between checks for a sink error or an abort, while the queue is full
 FILE_MODE = 0o600  # staged files are not world-readable (contract section 7)
 
 
@@ -135,7 +136,9 @@ class ArtifactWriter:
     compression).
 
     The file is created exclusively (``O_EXCL``, never through a symlink) with mode
-    0o600 and fsynced on close. ``threads`` sets zstd worker threads (-1: every core).
+    0o600 and fsynced before ``close()`` returns. ``threads`` sets zstd worker threads
+    (-1: every core). A helper thread hashes and writes the compressed bytes; an error
+    there (a full disk) is raised by the next ``write`` or by ``close``.
     """
 
     def __init__(
@@ -412,9 +415,6 @@ def _writeback_function() -> Callable[[int, int, int], None] | None:
         sync_file_range(fd, offset, length, _SYNC_FILE_RANGE_WRITE)
 
     return start
-
-
-_SYNC_FILE_RANGE_WRITE = 2  # <fcntl.h>
 
 
 def open_decompressed(path: str | os.PathLike[str], compression: str | None) -> BinaryIO:

@@ -362,6 +362,25 @@ def test_create_tar_pads_a_file_that_shrinks(tmp_path: Path) -> None:
         assert member.size == 1000 and extracted.read() == b"x" * 10 + bytes(990)
 
 
+def test_create_tar_keeps_no_member_list(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """tarfile remembers every member it wrote; create_tar drops them: constant memory."""
+    source = tmp_path / "source"
+    source.mkdir()
+    for i in range(200):
+        (source / f"f{i:03d}").write_bytes(b"%d" % i)
+    kept: list[int] = []
+    addfile = tarfile.TarFile.addfile
+
+    def counting(self: tarfile.TarFile, *args: object, **kwargs: object) -> None:
+        kept.append(len(self.getmembers()))
+        addfile(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(tarfile.TarFile, "addfile", counting)
+    buffer = io.BytesIO()
+    assert create_tar(buffer, source).files == 200
+    assert len(kept) == 200 and max(kept) <= 1
+
+
 def test_extraction_checkpoint_is_called_per_entry(sandbox: Path) -> None:
     calls = []
     extract_tar(

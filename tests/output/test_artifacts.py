@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import array
+import errno
 import gzip
 import hashlib
 import io
@@ -12,11 +13,13 @@ import stat
 import subprocess
 import sys
 import tarfile
+import threading
 from pathlib import Path
 
 import pytest
 import zstandard
 
+from baqup_agent import artifacts
 from baqup_agent.artifacts import ArtifactWriter, open_decompressed
 from baqup_agent.checksum import ALGORITHMS
 from baqup_agent.contract import ChecksumAlgorithm, Compression
@@ -138,6 +141,58 @@ def test_explicit_abort_inside_with_is_not_closed(tmp_path: Path) -> None:
         w.abort()
     assert w.artifact is None
     assert not (tmp_path / "a").exists()
+
+
+class _FullDisk:
+    """``os`` as the artifact writer's helper thread sees it, on a disk that fills up."""
+
+    def __init__(self, room: int) -> None:
+        self.room = room
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(os, name)
+
+    def write(self, fd: int, data: memoryview) -> int:
+        if len(data) > self.room:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        self.room -= len(data)
+        return os.write(fd, data)
+
+
+@pytest.mark.parametrize("compression", ["zstd", "none"])
+def test_a_write_error_in_the_helper_thread_reaches_the_writer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, compression: str
+) -> None:
+    monkeypatch.setattr(artifacts, "os", _FullDisk(room=3 << 20))
+    path = tmp_path / "a"
+    with pytest.raises(OSError) as raised, ArtifactWriter(path, "a", compression=compression) as w:
+        for _ in range(64):  # raised by a later write, or at the latest by close
+            w.write(os.urandom(1 << 20))  # incompressible: the stored stream grows as fast
+    assert raised.value.errno == errno.ENOSPC
+    assert not path.exists() and w.artifact is None and w.closed
+
+
+def test_abort_from_another_thread_stops_the_writer(tmp_path: Path) -> None:
+    path = tmp_path / "a"
+    w = ArtifactWriter(path, "a", compression="none")
+    w.write(os.urandom(3 << 20))
+    aborter = threading.Thread(target=w.abort)  # as staging.discard() in a forced exit
+    aborter.start()
+    aborter.join(5)
+    assert not aborter.is_alive()
+    assert not path.exists()
+    with pytest.raises(ValueError, match="aborted"):
+        w.write(b"more")
+    with pytest.raises(ValueError, match="aborted"):
+        w.close()
+
+
+def test_one_huge_write_is_fed_in_bounded_pieces(tmp_path: Path) -> None:
+    data = payload(5 << 20)
+    with ArtifactWriter(tmp_path / "a", "a", compression="none") as w:
+        w.write(data)
+    assert (tmp_path / "a").read_bytes() == data
+    assert w.bytes_out == len(data)
 
 
 def test_close_hook_and_progress(tmp_path: Path) -> None:
