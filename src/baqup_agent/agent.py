@@ -22,6 +22,7 @@ import argparse
 import inspect
 import os
 import re
+import signal
 import sys
 import threading
 import time
@@ -33,7 +34,7 @@ from typing import IO, TYPE_CHECKING, Any, BinaryIO, ClassVar, NoReturn
 from baqup_agent.contract import AgentState, ExitCode, HeartbeatIntent, ResultStatus, Role
 from baqup_agent.contract.tables import EXIT_CODES
 from baqup_agent.errors import Cancelled, ConfigError, InternalError, PartialFailure, classify
-from baqup_agent.lifecycle import Cancellation, StateMachine
+from baqup_agent.lifecycle import Cancellation, EarlySignals, StateMachine
 from baqup_agent.logger import Logger
 from baqup_agent.progress import ProgressCounter
 
@@ -312,8 +313,10 @@ class _Job:
         restore_signals: bool,
         log_stream: IO[str] | None,
         exit_process: Callable[[int], NoReturn],
+        early_signals: Sequence[int] = (),
     ) -> None:
         self.agent = agent
+        self.early_signals = early_signals
         self.config = config
         self.started = started
         self.role = config.role
@@ -353,6 +356,9 @@ class _Job:
         )
         if self.install_signals:
             self.cancellation.install_signal_handlers()
+        if self.early_signals:
+            name = signal.Signals(self.early_signals[0]).name
+            self.cancellation.request(f"received {name} during start-up")
         self.heartbeat = HeartbeatThread(
             self.bus,
             self.config.agent_id,
@@ -396,6 +402,7 @@ class _Job:
                 agent_version=self.agent.version,
                 role=self.role,
             )
+            self.cancellation.check()  # a cancel during set-up stops the job here
             if self.role is Role.BACKUP:
                 self.agent.backup(ctx)
             else:
@@ -601,9 +608,40 @@ def run_job(
     process exits must not kill it with a signal status); ``exit_process`` is what a
     forced exit calls (default ``os._exit``).
     """
+    started = time.monotonic()
+    early = EarlySignals()
+    if install_signals:
+        early.install()
+    try:
+        return _load_and_run(
+            agent,
+            environ=environ,
+            started=started,
+            early_signals=early.received,
+            install_signals=install_signals,
+            restore_signals=restore_signals,
+            log_stream=log_stream,
+            exit_process=exit_process,
+        )
+    finally:
+        if restore_signals:
+            early.restore()
+
+
+def _load_and_run(
+    agent: Agent | type[Agent],
+    *,
+    environ: Mapping[str, str] | None,
+    started: float,
+    early_signals: Sequence[int],
+    install_signals: bool,
+    restore_signals: bool,
+    log_stream: IO[str] | None,
+    exit_process: Callable[[int], NoReturn],
+) -> int:
+    """``run_job`` once start-up signals are being recorded."""
     from baqup_agent.config import load_config
 
-    started = time.monotonic()
     instance = agent() if isinstance(agent, type) else agent
     env: Mapping[str, str] = os.environ if environ is None else environ
     try:
@@ -633,6 +671,7 @@ def run_job(
         restore_signals=restore_signals,
         log_stream=log_stream,
         exit_process=exit_process,
+        early_signals=early_signals,
     )
     return job.run()
 

@@ -108,6 +108,35 @@ must then be left alone (the next run for the job cleans it up). ``deadline`` is
 """
 
 
+class EarlySignals:
+    """Record SIGTERM/SIGINT that arrive before the job's own handlers exist.
+
+    Loading the configuration and connecting the bus take a moment; a signal then must
+    cancel the job (exit 1, nothing published), not kill the process with a signal
+    status. Only the time before Python runs the agent's code stays uncovered.
+    """
+
+    def __init__(self) -> None:
+        self.received: list[int] = []
+        self._previous: dict[int, object] = {}
+
+    def install(self) -> None:
+        """Start recording (only possible in the main thread; elsewhere nothing happens)."""
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for signum in HANDLED_SIGNALS:
+            self._previous[signum] = signal.signal(signum, self._record)
+
+    def _record(self, signum: int, frame: FrameType | None) -> None:
+        self.received.append(signum)
+
+    def restore(self) -> None:
+        """Put back the handlers that ``install`` replaced."""
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)  # type: ignore[arg-type]
+        self._previous.clear()
+
+
 class Cancellation:
     """The cancellation flag of one job, its signal handlers and its grace-period watchdog.
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import os
+import signal
 import subprocess
 import sys
 import threading
@@ -251,3 +253,23 @@ def test_the_first_message_is_the_initializing_state(tmp_path: Path) -> None:
     first = events(tmp_path)[0]
     assert first["type"] == "state_change" and first["to_state"] == "initializing"
     assert "from_state" not in first
+
+
+class _SignalledDuringStartUp(SampleAgent):
+    """Receives SIGTERM while its configuration is being loaded."""
+
+    @classmethod
+    def schema_path(cls) -> Path | None:
+        os.kill(os.getpid(), signal.SIGTERM)
+        return super().schema_path()
+
+
+def test_sigterm_during_start_up_cancels_instead_of_killing(tmp_path: Path) -> None:
+    before = signal.getsignal(signal.SIGTERM)
+    log = io.StringIO()
+    code = run_job(_SignalledDuringStartUp, environ=job_env(tmp_path), log_stream=log)
+    assert code == ExitCode.GENERAL_FAILURE
+    result = the_result(events(tmp_path))
+    assert result["status"] == "cancelled" and result["exit_code"] == 1
+    assert not (tmp_path / "job-1").exists()  # nothing published
+    assert signal.getsignal(signal.SIGTERM) is before  # handlers put back
