@@ -16,6 +16,7 @@ from typing import BinaryIO
 
 import orjson
 
+from baqup_agent.durable import fsync_dir, write_file
 from baqup_agent.keys import CONTROL_FILE, EVENTS_FILE, REPLAYED_FILE
 
 _DIR_MODE = 0o750  # staged data is not world-readable (contract section 7)
@@ -28,20 +29,6 @@ def _fsync(fd: int) -> None:
     # fdatasync is enough for appends (it flushes the size too) and is cheaper on Linux.
     sync = getattr(os, "fdatasync", os.fsync)
     sync(fd)
-
-
-def _fsync_dir(path: Path) -> None:
-    """Make a new directory entry in ``path`` durable (no-op where unsupported)."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def read_lines(
@@ -161,9 +148,9 @@ class Spool:
             self.events_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, _FILE_MODE
         )
         if new_file:
-            _fsync_dir(self.path)
+            fsync_dir(self.path, best_effort=True)
         if created:
-            _fsync_dir(self.path.parent)
+            fsync_dir(self.path.parent, best_effort=True)
 
     def pending(self, limit: int) -> list[tuple[int, bytes]]:
         """Up to ``limit`` messages after the replayed offset, each with its end offset."""
@@ -173,12 +160,7 @@ class Spool:
         """Record that every message before ``offset`` is in Redis (atomic replace)."""
         with self._lock:
             tmp = self._replayed_path.with_name(REPLAYED_FILE + ".tmp")
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, _FILE_MODE)
-            try:
-                os.write(fd, f"{offset}\n".encode())
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            write_file(tmp, f"{offset}\n".encode(), _FILE_MODE, exclusive=False)
             os.replace(tmp, self._replayed_path)
             self._replayed = offset
 

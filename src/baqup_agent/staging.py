@@ -25,6 +25,7 @@ import orjson
 from baqup_agent.artifacts import FILE_MODE, ArtifactWriter
 from baqup_agent.checksum import DEFAULT_ALGORITHM, file_checksum
 from baqup_agent.contract import Artifact, ChecksumAlgorithm, Compression, Manifest, Role
+from baqup_agent.durable import fsync_dir, write_file
 from baqup_agent.errors import (
     CantCreateOutput,
     ConfigError,
@@ -250,9 +251,9 @@ class Staging:
                 self._sweep(adopt_unregistered)
                 manifest = self._manifest(agent, agent_version, role, source_metadata)
                 for subdir in sorted(self._subdirs, key=lambda p: -len(p.parts)):
-                    _fsync_dir(subdir)
-                _write_private(self.work_dir / MANIFEST_NAME, _manifest_json(manifest))
-                _fsync_dir(self.work_dir)
+                    fsync_dir(subdir)
+                write_file(self.work_dir / MANIFEST_NAME, _manifest_json(manifest), FILE_MODE)
+                fsync_dir(self.work_dir)
                 _rename_noreplace(self.work_dir, self.output_dir)
             except OSError as exc:
                 raise CantCreateOutput(f"cannot publish {self.output_dir}: {exc}") from exc
@@ -260,8 +261,8 @@ class Staging:
             self.manifest = manifest
             self._release_lock()
             try:  # the rename is durable once both parents' entries are on disk
-                _fsync_dir(self.root)
-                _fsync_dir(self.staging_root)
+                fsync_dir(self.root)
+                fsync_dir(self.staging_root)
             except OSError as exc:  # visible already: report, do not pretend it failed
                 self.logger.error("could not fsync the output's parent", exc=exc)
             self.logger.info(
@@ -460,26 +461,6 @@ def _remove(path: Path) -> None:
         shutil.rmtree(path)  # fd-based on Linux: does not follow symlinks inside
     else:
         os.unlink(path)
-
-
-def _write_private(path: Path, data: bytes) -> None:
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-    fd = os.open(path, flags, FILE_MODE)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 _AT_FDCWD = -100
