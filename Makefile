@@ -7,9 +7,14 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo test generate check-generated lint typecheck pytest bench clean
 
-$(STAMP): pyproject.toml
+SCHEMA_DIST := packages/baqup-schema
+
+# baqup-schema first, from this repository (editable): baqup-agent pins its version, so
+# pip takes this one and never looks for the name on PyPI
+$(STAMP): pyproject.toml $(SCHEMA_DIST)/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e $(SCHEMA_DIST)
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
@@ -25,8 +30,8 @@ check-generated: $(STAMP)
 	$(BIN)/python codegen/generate.py --check
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests codegen bench examples
-	$(BIN)/ruff format --check src tests codegen bench examples
+	$(BIN)/ruff check src packages tests codegen bench examples
+	$(BIN)/ruff format --check src packages tests codegen bench examples
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
@@ -38,4 +43,4 @@ bench: $(STAMP)
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) build dist .pytest_cache .mypy_cache .ruff_cache .hypothesis demo-output bench/.work
+	rm -rf $(VENV) build dist $(SCHEMA_DIST)/build .pytest_cache .mypy_cache .ruff_cache .hypothesis demo-output bench/.work

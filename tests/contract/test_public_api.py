@@ -8,6 +8,7 @@ import importlib
 import importlib.util
 
 import baqup_agent
+import baqup_schema.contract
 from baqup_agent import contract
 from baqup_agent.contract import _types, tables
 
@@ -78,7 +79,9 @@ def test_contract_exports_exactly_the_pinned_names() -> None:
     for name in CONTRACT_NAMES:
         value = getattr(contract, name)
         assert value.__name__ == name
-        assert value.__module__.startswith("baqup_agent.contract.")
+        # generated into the baqup-schema distribution; baqup_agent.contract re-exports it
+        assert value.__module__.startswith("baqup_schema.contract.")
+        assert value is getattr(baqup_schema.contract, name)
 
 
 def test_contract_tables_and_types_keep_their_names() -> None:

@@ -1,4 +1,8 @@
-"""The "baqup-schema" role: validate configs against JSON Schema, load them from the environment.
+"""baqup-schema: validate baqup agent configs against JSON Schema, load them from the environment.
+
+The small distribution a controller installs for pre-flight validation (no Redis
+client, no compression library); baqup-agent depends on it and re-exports it as
+``baqup_agent.schema`` (and the generated contract as ``baqup_agent.contract``).
 
 - ``validate(schema, config)`` checks a mapping against a Draft 2020-12 schema, with
   format checking (the standard formats plus ``path`` and ``hostname``), and returns
@@ -9,12 +13,15 @@
   defaults, reads ``NAME_FILE`` for secrets, reports unknown prefixed variables and
   raises one ``ConfigError`` listing every problem.
 - ``config_schema(agent_schema)`` merges an agent's ``agent-schema.json`` with the
-  base contract (``schema/config.json``); ``load_config`` and the ``validate-config``
-  command use it.
+  base contract (``schema/config.json``); baqup-agent's ``load_config`` and its
+  ``validate-config`` command use it.
 - ``contract_errors(name, document)`` checks a document against a packaged contract
   schema.
+- ``baqup_schema.contract``: the pydantic models, enums and tables generated from the
+  schemas (``make generate``), with copies of the schema files.
 
-This module is the public face; the work is done in ``compiled_schema`` (compiling
+This module is the public face (``ConfigError``, ``Secret`` and the rest of
+``__all__`` come from here too); the work is done in ``compiled_schema`` (compiling
 and caching schemas, merging), ``contract_schemas`` (the packaged schemas, the
 ``$ref`` registry, never the network, and the custom formats), ``schema_messages``
 (the wording of errors) and ``env`` (the environment). jsonschema is imported on
@@ -23,30 +30,30 @@ first use only.
 
 from __future__ import annotations
 
-import json
-import sys
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from baqup_agent.compiled_schema import (
+from baqup_schema.compiled_schema import (
     CompiledSchema,
     SchemaSource,
     Variable,
     compile_schema,
     config_schema,
 )
-from baqup_agent.contract_schemas import contract_validator, is_hostname, is_path
-from baqup_agent.env import coerce, load_from_env, read_secret_file
-from baqup_agent.errors import ConfigError
-from baqup_agent.redaction import REDACTOR
-from baqup_agent.schema_messages import ValidationError, ValidationResult
-
-if TYPE_CHECKING:
-    import argparse
+from baqup_schema.contract_schemas import contract_validator, is_hostname, is_path
+from baqup_schema.env import coerce, load_from_env, read_secret_file
+from baqup_schema.errors import AgentError, ConfigError, ConfigProblem, SchemaError
+from baqup_schema.schema_messages import ValidationError, ValidationResult
+from baqup_schema.secret import Secret
 
 __all__ = [
+    "AgentError",
     "CompiledSchema",
+    "ConfigError",
+    "ConfigProblem",
+    "SchemaError",
     "SchemaSource",
+    "Secret",
     "ValidationError",
     "ValidationResult",
     "Variable",
@@ -59,7 +66,6 @@ __all__ = [
     "load_from_env",
     "read_secret_file",
     "validate",
-    "validate_config_command",
 ]
 
 
@@ -88,38 +94,3 @@ def contract_errors(name: str, instance: object, *, limit: int = 3) -> list[str]
         where = "/".join(str(p) for p in error.absolute_path)
         out.append(f"{where or '(root)'}: {error.message}")
     return out
-
-
-# -- the validate-config command -------------------------------------------------------
-
-
-def validate_config_command(args: argparse.Namespace) -> int:
-    """``baqup-agent validate-config --schema FILE [--prefix P] [--json]``.
-
-    Loads the environment as ``load_config`` does (base contract + agent schema);
-    prints ``ok: N variables`` and returns 0 when valid, one ``VARIABLE: message``
-    line per error and 64 when not. ``--json`` prints one JSON document instead.
-    """
-    from baqup_agent.config import load_config
-
-    try:
-        config = load_config(args.schema, prefix=args.prefix)
-    except ConfigError as exc:
-        problems = exc.problems
-        if args.json:
-            errors = [p._asdict() for p in problems]
-            _print(json.dumps({"valid": False, "errors": errors}))
-        else:
-            for p in problems:
-                _print(f"{p.variable}: {p.message}" if p.variable else p.message)
-        return int(ConfigError.exit_code)
-    if args.json:
-        _print(json.dumps({"valid": True, "variables": len(config)}))
-    else:
-        _print(f"ok: {len(config)} variables")
-    return 0
-
-
-def _print(line: str) -> None:
-    # names from the environment may hold undecodable bytes (surrogates): escape them
-    sys.stdout.write(REDACTOR.redact(line).encode("utf-8", "backslashreplace").decode() + "\n")

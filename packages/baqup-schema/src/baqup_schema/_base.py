@@ -13,7 +13,7 @@ class ContractModel(BaseModel):
     ``strict``: bus messages and manifests are validated as JSON Schema validates
     them (no ``"1"`` for an integer); environment strings are coerced *before*
     they reach a model. ``python-re`` makes ``pattern`` behave as in jsonschema.
-    ``defer_build`` keeps ``import baqup_agent`` cheap: a model's validator is
+    ``defer_build`` keeps ``import baqup_schema`` cheap: a model's validator is
     built on first use.
     """
 

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 import orjson
 
-from baqup_agent.contract_schemas import (
+from baqup_schema.contract_schemas import (
     base_config,
     contract_base_uri,
     contract_registry,
@@ -30,8 +30,8 @@ from baqup_agent.contract_schemas import (
     format_checker,
     resource,
 )
-from baqup_agent.errors import ConfigProblem, SchemaError
-from baqup_agent.schema_messages import (
+from baqup_schema.errors import ConfigProblem, SchemaError
+from baqup_schema.schema_messages import (
     ValidationError,
     ValidationResult,
     choices,
@@ -41,7 +41,7 @@ from baqup_agent.schema_messages import (
     short,
     top_variable,
 )
-from baqup_agent.secret import Secret
+from baqup_schema.secret import Secret
 
 if TYPE_CHECKING:
     from referencing import Registry

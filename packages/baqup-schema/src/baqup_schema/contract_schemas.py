@@ -1,6 +1,6 @@
 """The contract's schemas as jsonschema sees them.
 
-The packaged copies of ``schema/*.json`` (``baqup_agent.contract.schemas``), the
+The packaged copies of ``schema/*.json`` (``baqup_schema.contract.schemas``), the
 ``$ref`` registry over them (references resolve there, never over the network), the
 format checker with the contract's custom ``path`` and ``hostname`` formats, and a
 cached validator per contract schema. jsonschema and referencing are imported on
@@ -72,7 +72,7 @@ def format_checker() -> FormatChecker:
 @functools.cache
 def contract_schemas() -> dict[str, dict[str, Any]]:
     """The packaged contract schemas by file name (shared: never mutate them)."""
-    folder = resources.files("baqup_agent.contract").joinpath("schemas")
+    folder = resources.files("baqup_schema.contract").joinpath("schemas")
     schemas: dict[str, dict[str, Any]] = {}
     for entry in folder.iterdir():
         if entry.name.endswith(".json"):

@@ -19,11 +19,11 @@ from typing import Any, Final
 
 import orjson
 
-from baqup_agent.compiled_schema import CompiledSchema, SchemaSource, compile_schema
-from baqup_agent.errors import ConfigError, ConfigProblem
-from baqup_agent.redaction import REDACTOR
-from baqup_agent.schema_messages import echo, top_variable
-from baqup_agent.secret import Secret
+from baqup_schema.compiled_schema import CompiledSchema, SchemaSource, compile_schema
+from baqup_schema.errors import ConfigError, ConfigProblem
+from baqup_schema.redaction import REDACTOR
+from baqup_schema.schema_messages import echo, top_variable
+from baqup_schema.secret import Secret
 
 __all__ = ["coerce", "load_from_env", "read_secret_file"]
 

@@ -6,7 +6,7 @@ import hashlib
 import hmac
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from baqup_agent.redaction import REDACTED, REDACTOR
+from baqup_schema.redaction import REDACTED, REDACTOR
 
 if TYPE_CHECKING:
     from pydantic import GetCoreSchemaHandler, GetJsonSchemaHandler

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from baqup_agent._base import ContractModel
+from baqup_schema._base import ContractModel
 from pydantic import ConfigDict, Field
 
 from . import common

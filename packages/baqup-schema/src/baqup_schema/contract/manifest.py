@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from baqup_agent._base import ContractModel
-from baqup_agent.contract._types import Timestamp
+from baqup_schema._base import ContractModel
+from baqup_schema.contract._types import Timestamp
 from pydantic import ConfigDict, Field
 
 from . import artifact, common
