@@ -44,7 +44,10 @@ def test_generation_is_deterministic_and_fast(tmp_path: Path) -> None:
 
 
 def test_generated_files_say_do_not_edit() -> None:
-    for path in sorted((ROOT / "src" / "baqup_agent" / "contract").glob("*.py")):
+    codegen = _codegen()
+    paths = [*codegen.TARGET.glob("*.py"), *codegen.REEXPORT_TARGET.glob("*.py")]
+    assert len(paths) > 2
+    for path in sorted(paths):
         assert "Do not edit by hand." in path.read_text(encoding="utf-8").splitlines()[0], path
 
 

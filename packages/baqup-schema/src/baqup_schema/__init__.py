@@ -24,27 +24,37 @@ This module is the public face (``ConfigError``, ``Secret`` and the rest of
 ``__all__`` come from here too); the work is done in ``compiled_schema`` (compiling
 and caching schemas, merging), ``contract_schemas`` (the packaged schemas, the
 ``$ref`` registry, never the network, and the custom formats), ``schema_messages``
-(the wording of errors) and ``env`` (the environment). jsonschema is imported on
-first use only.
+(the wording of errors) and ``env`` (the environment). Names resolve on first use
+and jsonschema is imported on first validation only.
 """
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from baqup_schema.compiled_schema import (
-    CompiledSchema,
-    SchemaSource,
-    Variable,
-    compile_schema,
-    config_schema,
-)
-from baqup_schema.contract_schemas import contract_validator, is_hostname, is_path
-from baqup_schema.env import coerce, load_from_env, read_secret_file
-from baqup_schema.errors import AgentError, ConfigError, ConfigProblem, SchemaError
-from baqup_schema.schema_messages import ValidationError, ValidationResult
-from baqup_schema.secret import Secret
+# public name -> module that defines it; resolved on first use (PEP 562), so that
+# ``from baqup_schema.contract import ExitCode`` (and ``import baqup_agent``) stays cheap
+_EXPORTS: dict[str, str] = {
+    "CompiledSchema": "baqup_schema.compiled_schema",
+    "SchemaSource": "baqup_schema.compiled_schema",
+    "Variable": "baqup_schema.compiled_schema",
+    "compile_schema": "baqup_schema.compiled_schema",
+    "config_schema": "baqup_schema.compiled_schema",
+    "is_hostname": "baqup_schema.contract_schemas",
+    "is_path": "baqup_schema.contract_schemas",
+    "coerce": "baqup_schema.env",
+    "load_from_env": "baqup_schema.env",
+    "read_secret_file": "baqup_schema.env",
+    "AgentError": "baqup_schema.errors",
+    "ConfigError": "baqup_schema.errors",
+    "ConfigProblem": "baqup_schema.errors",
+    "SchemaError": "baqup_schema.errors",
+    "ValidationError": "baqup_schema.schema_messages",
+    "ValidationResult": "baqup_schema.schema_messages",
+    "Secret": "baqup_schema.secret",
+}
 
 __all__ = [
     "AgentError",
@@ -68,6 +78,33 @@ __all__ = [
     "validate",
 ]
 
+if TYPE_CHECKING:
+    from baqup_schema.compiled_schema import (
+        CompiledSchema,
+        SchemaSource,
+        Variable,
+        compile_schema,
+        config_schema,
+    )
+    from baqup_schema.contract_schemas import is_hostname, is_path
+    from baqup_schema.env import coerce, load_from_env, read_secret_file
+    from baqup_schema.errors import AgentError, ConfigError, ConfigProblem, SchemaError
+    from baqup_schema.schema_messages import ValidationError, ValidationResult
+    from baqup_schema.secret import Secret
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'baqup_schema' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later look-ups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return list(__all__)
+
 
 def validate(schema: SchemaSource | CompiledSchema, config: Mapping[str, Any]) -> ValidationResult:
     """Validate ``config`` against ``schema`` (mapping, file path or contract ``$id``).
@@ -76,6 +113,8 @@ def validate(schema: SchemaSource | CompiledSchema, config: Mapping[str, Any]) -
     returned, each with the variable's name (or JSON path), a short message and the
     failing keyword. ``Secret`` values are checked by their content but never quoted.
     """
+    from baqup_schema.compiled_schema import compile_schema
+
     return compile_schema(schema).validate(config)
 
 
@@ -88,6 +127,8 @@ def contract_errors(name: str, instance: object, *, limit: int = 3) -> list[str]
     messages are jsonschema's own, so they name exactly what the published schema says;
     the validator is built once per name.
     """
+    from baqup_schema.contract_schemas import contract_validator
+
     errors = sorted(contract_validator(name).iter_errors(instance), key=lambda e: list(e.path))
     out = []
     for error in errors[:limit]:
