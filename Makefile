@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test generate check-generated lint typecheck pytest bench clean
+.PHONY: demo test generate check-generated lint typecheck pytest bench dist clean
 
 SCHEMA_DIST := packages/baqup-schema
 
@@ -41,6 +41,10 @@ pytest: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench $(BENCH_ARGS)
+
+# both wheels (baqup-schema, baqup-agent) into dist/, with the build backend of the dev extra
+dist: $(STAMP)
+	$(BIN)/pip wheel --quiet --no-deps --no-build-isolation --wheel-dir dist $(SCHEMA_DIST) .
 
 clean:
 	rm -rf $(VENV) build dist $(SCHEMA_DIST)/build .pytest_cache .mypy_cache .ruff_cache .hypothesis demo-output bench/.work
