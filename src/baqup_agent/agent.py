@@ -36,6 +36,7 @@ from baqup_agent.contract.tables import EXIT_CODES
 from baqup_agent.errors import Cancelled, ConfigError, InternalError, PartialFailure, classify
 from baqup_agent.lifecycle import Cancellation, EarlySignals, StateMachine
 from baqup_agent.logger import Logger
+from baqup_agent.pid1 import supervise_if_pid1
 from baqup_agent.progress import ProgressCounter
 
 if TYPE_CHECKING:
@@ -692,6 +693,7 @@ def run(
     )
     parser.add_argument("--version", action="version", version=f"{cls.agent_name()} {cls.version}")
     parser.parse_args(argv)
+    supervise_if_pid1()  # PID 1 of a container: an init forwards signals and reaps
     code = run_job(agent, environ=environ, restore_signals=False)
     Cancellation.ignore_signals()  # the result is out: a late signal must not change the exit
     sys.stdout.flush()
