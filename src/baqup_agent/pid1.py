@@ -25,8 +25,10 @@ so that a ``docker stop`` right at start-up cancels the job instead of killing i
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
+
 from baqup_agent.lifecycle import HANDLED_SIGNALS
 
 FORWARDED_SIGNALS = frozenset(
@@ -66,10 +68,8 @@ def _supervise(child: int, waited: frozenset[signal.Signals]) -> int:
     while True:
         signum = signal.sigwait(waited)
         if signum != signal.SIGCHLD:
-            try:
+            with contextlib.suppress(ProcessLookupError):  # ended: its SIGCHLD is pending
                 os.kill(child, signum)
-            except ProcessLookupError:  # ended; its SIGCHLD is pending
-                pass
             continue
         code = _reap(child)
         if code is not None:
@@ -92,4 +92,3 @@ def _reap(child: int) -> int | None:
         if pid == child:
             code = os.waitstatus_to_exitcode(status)
             code = code if code >= 0 else 128 - code
-

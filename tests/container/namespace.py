@@ -97,7 +97,9 @@ class Sandbox:
             for name in sorted(names):
                 entry = shlex.quote(name)
                 lines += [f"mkdir {d}/{entry}", f"mount --bind {h}/{entry} {d}/{entry}"]
-        lines += [f"mount --bind {shlex.quote(str(p))} {shlex.quote(str(p))}" for p in self.writable]
+        lines += [
+            f"mount --bind {shlex.quote(str(p))} {shlex.quote(str(p))}" for p in self.writable
+        ]
         lines.append("mount -o remount,bind,ro /")
         for path in self.read_only:
             p = shlex.quote(str(path))

@@ -36,8 +36,8 @@ from tests.container.namespace import (
     NOBODY,
     Sandbox,
     children,
-    namespace_processes,
     load_module,
+    namespace_processes,
     require_namespaces,
     wait_for_init,
 )
@@ -84,7 +84,10 @@ class Box:
     def start(
         self, argv: list[str], env: dict[str, str], read_only: list[Path], log: str
     ) -> subprocess.Popen[bytes]:
-        with open(self.root / f"{log}.out", "wb") as out, open(self.root / f"{log}.err", "wb") as err:
+        with (
+            open(self.root / f"{log}.out", "wb") as out,
+            open(self.root / f"{log}.err", "wb") as err,
+        ):
             return subprocess.Popen(
                 self.sandbox(read_only).command(argv), env=env, stdout=out, stderr=err
             )
@@ -245,7 +248,9 @@ def start_gated(
 ) -> tuple[subprocess.Popen[bytes], int, Path]:
     """A gated backup, waiting at its gate: (unshare, host pid of PID 1, source)."""
     source = example.make_source(box)
-    env = box.env(job_id, "backup", GATE_DIR=box.root / "gate", **example.source_env(source), **extra)
+    env = box.env(
+        job_id, "backup", GATE_DIR=box.root / "gate", **example.source_env(source), **extra
+    )
     proc = box.start([sys.executable, str(GATED), str(example.script)], env, [source], job_id)
     init = wait_for_init(proc)
     wait_until(lambda: (box.root / "gate" / "ready").exists() or proc.poll() is not None, "gate")
@@ -280,7 +285,9 @@ def test_orphans_are_reaped_while_the_job_runs(box: Box, example: Example) -> No
     box.assert_no_secret()
 
 
-def sigterm_gated_backup(box: Box, example: Example, job_id: str, **extra: object) -> dict[str, Any]:
+def sigterm_gated_backup(
+    box: Box, example: Example, job_id: str, **extra: object
+) -> dict[str, Any]:
     """SIGTERM to PID 1 of a gated backup (from outside the namespace, as ``docker stop``
     sends it); the job must end cancelled (exit 1) with nothing published. Returns the
     result message."""
