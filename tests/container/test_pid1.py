@@ -112,7 +112,7 @@ class Box:
         file, nor any message on the bus."""
         pw = self.password.encode()
         for path in self.root.rglob("*"):
-            if path.is_file() and path.parent.name != "secrets":
+            if path.is_file() and "secrets" not in path.relative_to(self.root).parts:
                 assert pw not in path.read_bytes(), f"the password leaked into {path}"
         for job in ("b1", "r1", "g1", "t1", "s1"):
             assert all(self.password not in str(m) for m in self.messages(job))
@@ -130,11 +130,16 @@ def box() -> Iterator[Box]:
         b = Box(root, server, password)
         for name in ("staging", "gate", "restored"):
             b.path(name)
+        # Laid out as a Kubernetes secret volume: links through ..data to the files.
         secrets_dir = b.path("secrets")
+        version = secrets_dir / "..2026_11_30_00_00_00.000000000"
+        version.mkdir()
+        (secrets_dir / "..data").symlink_to(version.name)
         for name, value in (("redis-url", server.url), ("redis-password", password + "\n")):
-            (secrets_dir / name).write_text(value)
-            os.chown(secrets_dir / name, NOBODY.pw_uid, NOBODY.pw_gid)
-            (secrets_dir / name).chmod(0o400)  # as a Kubernetes secret volume mounts it
+            (version / name).write_text(value)
+            os.chown(version / name, 0, NOBODY.pw_gid)
+            (version / name).chmod(0o440)  # defaultMode 0440 with fsGroup
+            (secrets_dir / name).symlink_to(f"..data/{name}")
         yield b
     finally:
         server.stop(kill=True)
