@@ -22,7 +22,9 @@ from pathlib import Path
 
 from baqup_agent import Agent
 from baqup_agent.agent import Context
+from baqup_agent.errors import InternalError
 
+STATUS_CHECKS = 20
 ORPHAN_MAKER = """
 import os
 for _ in range(3):
@@ -61,6 +63,12 @@ def gated(base: type[Agent]) -> type[Agent]:
             orphans = subprocess.run(
                 [sys.executable, "-c", ORPHAN_MAKER], check=True, capture_output=True, text=True
             ).stdout
+            # The agent's own children keep their exit status while PID 1 reaps
+            # orphans (each of these leaves one behind).
+            for _ in range(STATUS_CHECKS):
+                done = subprocess.run(["sh", "-c", 'sh -c "exit 0" & exit 7'], check=False)
+                if done.returncode != 7:
+                    raise InternalError(f"a child's exit status 7 came back as {done.returncode}")
             (gate / "ready.tmp").write_text(orphans)
             (gate / "ready.tmp").replace(gate / "ready")  # whole when the test sees it
             while not (gate / "go").exists():

@@ -34,7 +34,7 @@ def secrets_of(agent_dir: Path) -> set[str]:
 
 def test_every_example_agent_has_a_dockerfile() -> None:
     agents = sorted(p.parent for p in EXAMPLES.glob("*/agent.py"))
-    assert agents and AGENTS == agents
+    assert agents and agents == AGENTS
 
 
 @pytest.mark.parametrize("agent_dir", AGENTS, ids=lambda p: p.name)
@@ -78,7 +78,9 @@ DOCKERFILE_MISTAKES: dict[str, Callable[[str], str]] = {
     ),
     "password env": lambda t: t + "ENV BAQUP_REDIS_PASSWORD=hunter2\n",
     "url env": lambda t: t + "ENV BAQUP_REDIS_URL redis://redis:6379/0\n",
-    "password arg": lambda t: t.replace("FROM python:3.12-slim\n", "FROM python:3.12-slim\nARG DB_PASSWORD\n"),
+    "password arg": lambda t: t.replace(
+        "FROM python:3.12-slim\n", "FROM python:3.12-slim\nARG DB_PASSWORD\n"
+    ),
     "token env": lambda t: t + 'ENV API_TOKEN="abc"\n',
     "credential url": lambda t: t + "ENV UPSTREAM=https://user:pw@example.com/x\n",
     "env file copied": lambda t: t + "COPY .env /app/\n",

@@ -328,3 +328,15 @@ def test_sigterm_to_pid1_ends_a_job_stuck_in_a_long_call(box: Box) -> None:
     # The watchdog does not depend on the example: one suffices.
     result = sigterm_gated_backup(box, EXAMPLES["filesystem"], "s1", GATE_STUCK=1)
     assert "grace period expired" in result["error"]
+
+
+def test_pid1_exits_with_128_plus_the_signal_that_killed_the_job(box: Box) -> None:
+    proc, init, _ = start_gated(box, EXAMPLES["filesystem"], "k1")
+    try:
+        (agent,) = children(init)
+        os.kill(agent, signal.SIGKILL)  # the OOM killer, say
+        assert proc.wait(timeout=WAIT) == 128 + signal.SIGKILL
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
