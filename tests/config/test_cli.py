@@ -62,7 +62,7 @@ def test_json_output_and_prefix(agent_schema: Path, env: dict[str, str]) -> None
         }
     ]
     done = run(agent_schema, env, "--json")
-    assert (done.returncode, json.loads(done.stdout)) == (0, {"valid": True, "variables": 13})
+    assert (done.returncode, json.loads(done.stdout)) == (0, {"valid": True, "variables": 14})
 
 
 def test_missing_schema_file_exits_64(tmp_path: Path, env: dict[str, str]) -> None:
