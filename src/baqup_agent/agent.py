@@ -36,7 +36,8 @@ from baqup_agent.contract.tables import EXIT_CODES
 from baqup_agent.errors import Cancelled, ConfigError, InternalError, PartialFailure, classify
 from baqup_agent.lifecycle import Cancellation, EarlySignals, StateMachine
 from baqup_agent.logger import Logger
-from baqup_agent.progress import ProgressCounter
+from baqup_agent.pid1 import supervise_if_pid1
+from baqup_agent.progress import ProgressCounter, ProgressLog
 
 if TYPE_CHECKING:
     from baqup_agent.archive import TarStats
@@ -146,6 +147,7 @@ class Context:
         cancellation: Cancellation,
         staging: Staging | None = None,
         source: PublishedOutput | None = None,
+        progress_log: ProgressLog | None = None,
     ) -> None:
         self.config = config
         """The validated configuration (base contract + the agent's schema); secrets are
@@ -162,6 +164,7 @@ class Context:
         self._cancellation = cancellation
         self._staging = staging
         self._source = source
+        self._progress_log = progress_log
         self._last_progress_message = 0.0
 
     # -- progress and liveness --------------------------------------------------------
@@ -170,9 +173,12 @@ class Context:
         """Count ``bytes`` and ``items`` as done.
 
         Heartbeats carry the counters; a progress message is sent as well when
-        ``message`` is given, or at most once per ``PROGRESS_INTERVAL`` seconds.
+        ``message`` is given, or at most once per ``PROGRESS_INTERVAL`` seconds. The
+        log's progress lines (``BAQUP_PROGRESS_LOG_INTERVAL``) show the last message.
         """
         self._progress.add(bytes=bytes, items=items)
+        if message is not None and self._progress_log is not None:
+            self._progress_log.note(message)
         now = time.monotonic()
         if message is not None or now - self._last_progress_message >= PROGRESS_INTERVAL:
             self._last_progress_message = now
@@ -367,6 +373,9 @@ class _Job:
             state=lambda: self.machine.state,
             progress=self.progress.snapshot,
         )
+        self.progress_log = ProgressLog(
+            self.progress, self.logger, float(self.config["BAQUP_PROGRESS_LOG_INTERVAL"])
+        )
         try:
             self.bus.on_cancel(self._on_bus_cancel)
             outcome = self._execute()
@@ -402,6 +411,7 @@ class _Job:
                 agent_version=self.agent.version,
                 role=self.role,
             )
+            self.progress_log.start()  # stopped by _finish
             self.cancellation.check()  # a cancel during set-up stops the job here
             if self.role is Role.BACKUP:
                 self.agent.backup(ctx)
@@ -440,6 +450,7 @@ class _Job:
             cancellation=self.cancellation,
             staging=self.staging,
             source=source,
+            progress_log=self.progress_log,
         )
 
     def _publish(self, ctx: Context) -> _Outcome:
@@ -497,6 +508,7 @@ class _Job:
 
     def _finish(self, outcome: _Outcome) -> None:
         """Enter the final state and report the result (once)."""
+        self.progress_log.stop()
         self.heartbeat.stop(HEARTBEAT_STOP_TIMEOUT)  # no heartbeat after the result
         self._enter_final(outcome)
         self._report(outcome)
@@ -692,6 +704,7 @@ def run(
     )
     parser.add_argument("--version", action="version", version=f"{cls.agent_name()} {cls.version}")
     parser.parse_args(argv)
+    supervise_if_pid1()  # PID 1 of a container: an init forwards signals and reaps
     code = run_job(agent, environ=environ, restore_signals=False)
     Cancellation.ignore_signals()  # the result is out: a late signal must not change the exit
     sys.stdout.flush()

@@ -126,6 +126,8 @@ class EarlySignals:
             return
         for signum in HANDLED_SIGNALS:
             self._previous[signum] = signal.signal(signum, self._record)
+        # A process started with them blocked (the agent under pid1's init) gets them now.
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, HANDLED_SIGNALS)
 
     def _record(self, signum: int, frame: FrameType | None) -> None:
         self.received.append(signum)

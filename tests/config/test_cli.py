@@ -24,7 +24,7 @@ def run(schema: Path, env: dict[str, str], *args: str) -> subprocess.CompletedPr
 
 def test_valid_environment_exits_0(agent_schema: Path, env: dict[str, str]) -> None:
     done = run(agent_schema, env)
-    assert (done.returncode, done.stdout) == (0, "ok: 13 variables\n")
+    assert (done.returncode, done.stdout) == (0, "ok: 14 variables\n")
 
 
 def test_invalid_environment_exits_64_with_one_line_per_error(agent_schema: Path) -> None:
@@ -62,7 +62,7 @@ def test_json_output_and_prefix(agent_schema: Path, env: dict[str, str]) -> None
         }
     ]
     done = run(agent_schema, env, "--json")
-    assert (done.returncode, json.loads(done.stdout)) == (0, {"valid": True, "variables": 13})
+    assert (done.returncode, json.loads(done.stdout)) == (0, {"valid": True, "variables": 14})
 
 
 def test_missing_schema_file_exits_64(tmp_path: Path, env: dict[str, str]) -> None:

@@ -68,6 +68,10 @@ class BaseConfig(ContractModel):
     """
     Seconds between SIGTERM (or a cancel) and the forced exit.
     """
+    BAQUP_PROGRESS_LOG_INTERVAL: Annotated[float, Field(ge=0.0, le=86400.0)] = 30
+    """
+    Seconds between two INFO progress lines in the log while the job runs (bytes, items, rate, percentage when the total is known), for people who read the logs without the bus. 0 turns them off.
+    """
     BAQUP_LOG_LEVEL: log_level.LogLevelName = log_level.LogLevelName.INFO
     BAQUP_LOG_FORMAT: common.LogFormat = common.LogFormat.JSON
     BAQUP_CHECKSUM_ALGORITHM: common.ChecksumAlgorithm = common.ChecksumAlgorithm.SHA256
