@@ -35,6 +35,7 @@ configuration, secrets included).
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import os
 import selectors
@@ -63,7 +64,7 @@ CHUNK = 1 << 20
 """Bytes read from the child's stdout (or fed to its stdin) at a time."""
 
 MAX_STDERR_LINE = 8192
-"""Bytes of one stderr line that are logged; the rest of a longer line is cut."""
+"""Characters per log line: a longer stderr line is logged in pieces."""
 
 MAX_CAPTURE = 1 << 20
 """Bytes of stdout kept in ``ChildResult.stdout`` when no writer is given."""
@@ -308,7 +309,8 @@ class _Child:
         self.stdout_bytes = 0
         self.fed_all = False
         self.tail: deque[str] = deque(maxlen=STDERR_TAIL)
-        self._stderr_buffer = b""
+        self._stderr_rest = ""
+        self._decoder = codecs.getincrementaldecoder("utf-8")("backslashreplace")
         self._exited = False  # the child is a zombie or reaped: its group may be killed
         self._reaped = False
 
@@ -358,6 +360,11 @@ class _Child:
                 sel.register(proc.stdin.fileno(), selectors.EVENT_WRITE, proc.stdin)
             while sel.get_map():
                 self.ctx.checkpoint()
+                if self._poll_exit():
+                    # A grandchild may hold the pipes open forever: once the child has
+                    # exited, take what it wrote and stop (reap() kills the leftovers).
+                    self._drain(sel, sink, count)
+                    return
                 for key, _ in sel.select(POLL_INTERVAL):
                     fd = key.fd
                     if proc.stdin is not None and key.data is proc.stdin:
@@ -392,6 +399,28 @@ class _Child:
                     else:
                         self._stdout(data, sink, count)
 
+    def _drain(self, sel: selectors.BaseSelector, sink: IO[bytes] | None, count: bool) -> None:
+        """Read what the exited child left in its stdout and stderr pipes."""
+        assert self.proc.stdout is not None
+        for key in list(sel.get_map().values()):
+            if key.data is self.proc.stdin:
+                continue
+            while True:
+                try:
+                    data = os.read(key.fd, CHUNK)
+                except BlockingIOError:
+                    break
+                if key.data is self.proc.stdout:
+                    if not data:
+                        break
+                    self._stdout(data, sink, count)
+                else:
+                    self._stderr(data, final=not data)
+                    if not data:
+                        break
+        if self._stderr_rest:
+            self._stderr(b"", final=True)
+
     def _stdout(self, data: bytes, sink: IO[bytes] | None, count: bool) -> None:
         self.stdout_bytes += len(data)
         if sink is not None:
@@ -402,20 +431,24 @@ class _Child:
             self.ctx.progress(bytes=len(data))
 
     def _stderr(self, data: bytes, *, final: bool = False) -> None:
-        buffer = self._stderr_buffer + data
-        *lines, rest = buffer.split(b"\n")
+        # Redact before splitting: a secret holding a line break that arrived in one
+        # read is caught whole. The decoder keeps a character split between reads.
+        text = redact(self._stderr_rest + self._decoder.decode(data, final))
+        *lines, rest = text.split("\n")
         if final and rest:
             lines.append(rest)
-            rest = b""
-        if len(rest) > MAX_STDERR_LINE:  # a line without end: log its start, drop the rest
-            lines.append(rest[:MAX_STDERR_LINE])
-            rest = b""
-        self._stderr_buffer = rest
-        for raw in lines:
-            text = raw[:MAX_STDERR_LINE].decode("utf-8", "backslashreplace").rstrip("\r")
-            if text.strip():
-                self.tail.append(redact(text))
-                self.ctx.logger.log(self.level, text, child=self.label, stream="stderr")
+            rest = ""
+        if len(rest) > MAX_STDERR_LINE:  # a line without end must not fill the memory
+            lines.append(rest)
+            rest = ""
+        self._stderr_rest = rest
+        for line in lines:
+            line = line.rstrip("\r")
+            for start in range(0, len(line), MAX_STDERR_LINE):  # a long line in pieces
+                piece = line[start : start + MAX_STDERR_LINE]
+                if piece.strip():
+                    self.tail.append(piece)
+                    self.ctx.logger.log(self.level, piece, child=self.label, stream="stderr")
 
     # -- the exit ---------------------------------------------------------------------
 
