@@ -15,6 +15,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -337,14 +338,23 @@ def test_leftovers_of_a_finished_child_are_killed(ctx: FakeContext, pidfile: Pat
 
 
 def test_the_forced_exit_hook_kills_the_group(pidfile: Path) -> None:
+    exited = threading.Event()
     exits: list[int] = []
+
+    def exit_process(code: int) -> None:  # records the exit instead of ending pytest
+        exits.append(code)
+        exited.set()
+
     logger = Logger("job-1", "agent-1", stream=io.StringIO())
-    cancellation = Cancellation(0.5, logger, exit_process=exits.append)  # type: ignore[arg-type]
+    cancellation = Cancellation(0.5, logger, exit_process=exit_process)  # type: ignore[arg-type]
     ctx = FakeContext(cancellation)
+    # cancel once the tree is up; term_timeout far beyond the grace period: only the
+    # forced exit's hook can stop the child, so run_child returns only after it ran
+    ctx.cancel_when = lambda: pidfile.exists() and len(pidfile.read_text().split()) >= 2
     try:
-        ctx.cancel_when = lambda: True  # cancel at once; the child outlives term_timeout
         with pytest.raises(Cancelled):
-            ctx.run(STUBBORN_TREE, stdout=io.BytesIO(), term_timeout=60)
+            ctx.run(STUBBORN_TREE, stdout=io.BytesIO(), term_timeout=600)
+        assert exited.wait(30)
     finally:
         cancellation.stop()
     assert exits == [1]
