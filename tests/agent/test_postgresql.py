@@ -7,18 +7,14 @@ One ``initdb`` cluster per module on a free loopback port, run as an unprivilege
 from __future__ import annotations
 
 import contextlib
-import glob
 import io
 import json
-import os
 import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,8 +33,9 @@ from tests.agent.helpers import (
     process_env,
     the_result,
 )
+from tests.agent.pg_cluster import SAMPLE_TABLES, Cluster, find_bin_dir, sample_sql
 from tests.agent.test_child import gone
-from tests.conftest import IN_CI, free_port
+from tests.conftest import IN_CI
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -47,154 +44,22 @@ PostgresqlAgent = load_agent(PG_AGENT, "PostgresqlAgent")
 
 # URL- and passfile-special characters: the passfile escaping is exercised for real.
 PASSWORD = "p@ss:wo\\rd' \"$x%2F"
-TABLES = ("customers", "orders", "blobs", "events")
-DATA_SQL = """
-CREATE TYPE mood AS ENUM ('sad', 'ok', 'happy');
-CREATE TABLE customers (id serial PRIMARY KEY, name text NOT NULL, email text UNIQUE,
-                        mood mood, created timestamptz NOT NULL);
-INSERT INTO customers (name, email, mood, created)
-  SELECT 'name-' || i, 'user' || i || '@example.com', (ARRAY['sad','ok','happy'])[i % 3 + 1]::mood,
-         timestamptz '2024-01-01 00:00+00' + i * interval '1 minute'
-  FROM generate_series(1, 20000) i;
-CREATE TABLE orders (id bigserial PRIMARY KEY, customer_id int REFERENCES customers(id),
-                     amount numeric(10, 2), note text);
-INSERT INTO orders (customer_id, amount, note)
-  SELECT i % 20000 + 1, (i * 7 % 100000) / 100.0, repeat(md5(i::text), 2)
-  FROM generate_series(1, 60000) i;
-CREATE INDEX orders_customer ON orders (customer_id);
-CREATE TABLE blobs (id int PRIMARY KEY, data bytea);
-INSERT INTO blobs SELECT i, decode(string_agg(md5(i::text || j::text), ''), 'hex')
-  FROM generate_series(1, 300) i, generate_series(1, 500) j GROUP BY i;
-CREATE TABLE events (id int, payload jsonb);
-INSERT INTO events SELECT i, jsonb_build_object('i', i, 'tags', jsonb_build_array('a', i % 7))
-  FROM generate_series(1, 10000) i;
-CREATE VIEW big_orders AS SELECT * FROM orders WHERE amount > 900;
-CREATE FUNCTION order_total(c int) RETURNS numeric LANGUAGE sql
-  AS 'SELECT sum(amount) FROM orders WHERE customer_id = c';
-"""
-
-
-def pg_bin_dir() -> Path:
-    """The newest installed server's bin directory (Debian: /usr/lib/postgresql/N/bin)."""
-    found = sorted(
-        glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=lambda p: int(p.split("/")[4])
-    )
-    if found:
-        return Path(found[-1]).parent
-    initdb = shutil.which("initdb")
-    if initdb:
-        return Path(initdb).parent
-    if IN_CI:
-        pytest.fail("PostgreSQL is not installed; .ci/run must install it")
-    pytest.skip("PostgreSQL not installed")
-
-
-@dataclass
-class Cluster:
-    bin: Path
-    root: Path
-    port: int
-    user: str | None  # the unprivileged user the server runs as (None: ourselves)
-
-    @property
-    def data(self) -> Path:
-        return self.root / "data"
-
-    def env(self, **extra: Any) -> dict[str, str]:
-        """The agent's connection variables (the password as a file, as it must be)."""
-        return {
-            "BAQUP_PG_HOST": "127.0.0.1",
-            "BAQUP_PG_PORT": str(self.port),
-            "BAQUP_PG_USER": "admin",
-            "BAQUP_PG_PASSWORD_FILE": str(self.root / "password"),
-            "BAQUP_PG_BIN_DIR": str(self.bin),
-            **{k: str(v) for k, v in extra.items()},
-        }
-
-    def psql(self, database: str, sql: str, *, check: bool = True) -> str:
-        done = subprocess.run(
-            [self.bin / "psql", "-X", "-A", "-t", "-q", "-v", "ON_ERROR_STOP=1", "-c", sql],
-            env={
-                **os.environ,
-                "PGHOST": "127.0.0.1",
-                "PGPORT": str(self.port),
-                "PGUSER": "admin",
-                "PGDATABASE": database,
-                "PGPASSFILE": str(self.root / "pgpass"),
-            },
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
-        if check and done.returncode:
-            raise AssertionError(f"psql failed: {done.stderr}")
-        return done.stdout.strip()
-
-    def create_database(self, name: str) -> None:
-        self.psql("postgres", f"CREATE DATABASE {name}")
-
-    def fingerprint(self, database: str) -> dict[str, tuple[int, str]]:
-        """Row count and an order-independent checksum of every table."""
-        result = {}
-        for table in TABLES:
-            row = self.psql(
-                database,
-                f"SELECT count(*), md5(coalesce(string_agg(t::text, '|' ORDER BY t::text), '')) "
-                f"FROM {table} t",
-            )
-            count, digest = row.split("|")
-            result[table] = (int(count), digest)
-        return result
-
-    def sessions(self, application: str) -> int:
-        return int(
-            self.psql(
-                "postgres",
-                f"SELECT count(*) FROM pg_stat_activity WHERE application_name = '{application}'",
-            )
-        )
-
-
-def _as_user(user: str | None) -> dict[str, Any]:
-    return {"user": user} if user else {}
 
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[Cluster]:
-    bindir = pg_bin_dir()
-    user = "postgres" if os.geteuid() == 0 else None
-    root = Path(tempfile.mkdtemp(prefix="baqup-pg-"))
-    cluster = Cluster(bindir, root, free_port(), user)
-    (root / "password").write_text(PASSWORD)
-    escaped = PASSWORD.replace("\\", "\\\\").replace(":", "\\:")
-    (root / "pgpass").write_text(f"*:*:*:*:{escaped}\n")
-    os.chmod(root / "pgpass", 0o600)
-    (root / "pwfile").write_text(PASSWORD + "\n")
-    if user:
-        shutil.chown(root, user)
-        shutil.chown(root / "pwfile", user)
-    log = root / "server.log"
+    bin_dir = find_bin_dir()
+    if bin_dir is None:
+        if IN_CI:
+            pytest.fail("PostgreSQL is not installed; .ci/run must install it")
+        pytest.skip("PostgreSQL not installed")
+    cluster = Cluster.start(bin_dir, PASSWORD)
     try:
-        subprocess.run(
-            [bindir / "initdb", "-D", cluster.data, "-U", "admin", "--pwfile", root / "pwfile",
-             "--auth=scram-sha-256", "--no-sync", "-E", "UTF8", "--locale=C"],
-            check=True, capture_output=True, timeout=120, **_as_user(user),
-        )  # fmt: skip
-        options = f"-p {cluster.port} -c listen_addresses=127.0.0.1 -k {root} -c fsync=off"
-        subprocess.run(
-            [bindir / "pg_ctl", "-D", cluster.data, "-o", options, "-l", log, "-w", "start"],
-            check=True, capture_output=True, timeout=120, **_as_user(user),
-        )  # fmt: skip
         cluster.create_database("source")
-        cluster.psql("source", DATA_SQL)
+        cluster.psql("source", sample_sql())
         yield cluster
     finally:
-        subprocess.run(
-            [bindir / "pg_ctl", "-D", cluster.data, "-m", "immediate", "-w", "stop"],
-            capture_output=True, timeout=60, check=False, **_as_user(user),
-        )  # fmt: skip
-        shutil.rmtree(root, ignore_errors=True)
+        cluster.stop()
 
 
 def run(env: dict[str, str], log: io.StringIO | None = None) -> int:
@@ -204,7 +69,7 @@ def run(env: dict[str, str], log: io.StringIO | None = None) -> int:
 
 
 def backup(cluster: Cluster, staging: Path, job: str, log: io.StringIO | None = None) -> int:
-    return run(job_env(staging, job, **cluster.env(BAQUP_PG_DATABASE="source")), log)
+    return run(job_env(staging, job, **cluster.agent_env(BAQUP_PG_DATABASE="source")), log)
 
 
 def restore(
@@ -215,7 +80,7 @@ def restore(
         job,
         "restore",
         BAQUP_RESTORE_SOURCE=staging / source,
-        **cluster.env(BAQUP_PG_DATABASE=database),
+        **cluster.agent_env(BAQUP_PG_DATABASE=database),
     )
     return run(env, log)
 
@@ -266,7 +131,9 @@ def test_round_trip_restores_every_row(
     assert restore(cluster, staging, "r1", "b1", "restored", log) == ExitCode.SUCCESS, (
         log.getvalue()
     )
-    assert cluster.fingerprint("restored") == cluster.fingerprint("source")
+    assert cluster.fingerprint("restored", SAMPLE_TABLES) == cluster.fingerprint(
+        "source", SAMPLE_TABLES
+    )
     assert cluster.psql("restored", "SELECT order_total(5) = (SELECT order_total(5))") == "t"
     assert cluster.psql("restored", "SELECT count(*) FROM big_orders") == cluster.psql(
         "source", "SELECT count(*) FROM big_orders"
@@ -315,7 +182,7 @@ def test_a_wrong_password_fails_without_showing_either(
     staging = tmp_path / "staging"
     wrong = "wrong:pass\\word"
     (tmp_path / "wrong").write_text(wrong)
-    env = job_env(staging, "bad", **cluster.env(BAQUP_PG_DATABASE="source"))
+    env = job_env(staging, "bad", **cluster.agent_env(BAQUP_PG_DATABASE="source"))
     env["BAQUP_PG_PASSWORD_FILE"] = str(tmp_path / "wrong")
     log = io.StringIO()
     assert run(env, log) == ExitCode.RESOURCE_UNAVAILABLE
@@ -389,16 +256,17 @@ def test_cancel_mid_dump_leaves_no_process_and_no_session(
     """SIGTERM: a cancelled job. SIGKILL: the agent dies, its child with it (parent-death
     signal), and the server drops the session although pg_dump could not say goodbye."""
     staging = tmp_path / "staging"
-    env = job_env(staging, "c1", **cluster.env(BAQUP_PG_DATABASE="source", BAQUP_GRACE_PERIOD=20))
+    env = job_env(
+        staging, "c1", **cluster.agent_env(BAQUP_PG_DATABASE="source", BAQUP_GRACE_PERIOD=20)
+    )
     # A session holding a lock pg_dump needs: the dump waits mid-way until cancelled.
     locker = subprocess.Popen(
         [cluster.bin / "psql", "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1"],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
-        env={**os.environ, "PGHOST": "127.0.0.1", "PGPORT": str(cluster.port), "PGUSER": "admin",
-             "PGDATABASE": "source", "PGPASSFILE": str(cluster.root / "pgpass")},
+        env=cluster.client_env("source"),
         text=True,
-    )  # fmt: skip
+    )
     assert locker.stdin is not None and locker.stdout is not None
     locker.stdin.write("BEGIN; LOCK TABLE orders IN ACCESS EXCLUSIVE MODE; SELECT 'locked';\n")
     locker.stdin.flush()
