@@ -482,8 +482,8 @@ class _Child:
             self._signal_group(signal.SIGKILL)
             self._wait_exit()
         self._signal_group(signal.SIGKILL)  # grandchildren left behind are the job's too
+        self._reaped = True  # from here on the group id may be reused: never signal it
         self.returncode = self.proc.wait()
-        self._reaped = True
         for pipe in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
             if pipe is not None:
                 with contextlib.suppress(OSError):
