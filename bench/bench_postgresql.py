@@ -17,6 +17,7 @@ BENCH_REPEAT (default 3): best of that many runs of each side, alternating.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -91,7 +92,10 @@ def main() -> int:
             peer_backups.append(_timed(peer_backup))
         subprocess.run([bin_dir / "pg_dump", "-Fc", "-f", peer_dump],
                        env=cluster.client_env("source"), check=True)  # fmt: skip
-        dump_mb = (WORK / "staging" / f"b{repeat - 1}" / "database.pgdump.zst").stat().st_size
+        output = WORK / "staging" / f"b{repeat - 1}"
+        dump_mb = (output / "database.pgdump.zst").stat().st_size
+        manifest = json.loads((output / "manifest.json").read_text())
+        raw_mb = manifest["source_metadata"]["dump_bytes"] / 2**20
         ratio = min(agent_backups) / min(peer_backups)
         row(
             "postgresql backup vs pg_dump -Fc | zstd",
@@ -99,7 +103,7 @@ def main() -> int:
             f"<= {BACKUP_TARGET}x",
             ratio <= BACKUP_TARGET,
             f"agent {min(agent_backups):.2f} s, peer {min(peer_backups):.2f} s, "
-            f"artifact {dump_mb / 2**20:.1f} MiB, peer "
+            f"dump {raw_mb:.0f} MiB, artifact {dump_mb / 2**20:.1f} MiB, peer "
             f"{(WORK / 'peer.dump.zst').stat().st_size / 2**20:.1f} MiB",
         )
 
