@@ -192,7 +192,7 @@ class Cancellation:
         self._previous_wakeup = -1
         self._piped = 0  # SIGTERM/SIGINT read from the pipe by the watchdog
         self._previous_handlers: dict[int, object] = {}
-        self._exit_hooks: dict[int, Callable[[], None]] = {}  # see on_forced_exit
+        self._exit_hooks: dict[object, Callable[[], None]] = {}  # see on_forced_exit
         self._watchdog = threading.Thread(target=self._watch, name="baqup-watchdog", daemon=True)
         self._watchdog.start()
 
@@ -248,7 +248,7 @@ class Cancellation:
         group): hooks run in the watchdog thread before the clean-up, so they must not
         block.
         """
-        key = id(hook)
+        key = object()  # unique while registered, unlike id() of a bound method
         self._exit_hooks[key] = hook
         return lambda: self._exit_hooks.pop(key, None) and None
 
