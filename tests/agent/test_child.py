@@ -468,3 +468,30 @@ def test_secret_file_permissions_in_proc(ctx: FakeContext) -> None:
     result = ctx.run('readlink "$F"; stat -L -c %F "$F"', env={"F": SecretFile(value)})
     target, kind = result.stdout.decode().splitlines()
     assert target.startswith("/memfd:") and kind == "regular file"  # libpq wants one
+
+
+def test_forced_exit_hooks_run_even_when_one_fails_and_not_once_removed() -> None:
+    exited = threading.Event()
+    calls: list[str] = []
+
+    def broken() -> None:
+        calls.append("broken")
+        raise RuntimeError("hook failed")
+
+    log = io.StringIO()
+    cancellation = Cancellation(
+        0.2,
+        Logger("job-1", "agent-1", stream=log),
+        exit_process=lambda code: exited.set(),  # type: ignore[arg-type, return-value]
+    )
+    try:
+        cancellation.on_forced_exit(broken)
+        remove = cancellation.on_forced_exit(lambda: calls.append("removed"))
+        cancellation.on_forced_exit(lambda: calls.append("kept"))
+        remove()
+        cancellation.request("test")
+        assert exited.wait(30)
+    finally:
+        cancellation.stop()
+    assert calls == ["broken", "kept"]
+    assert "forced exit hook failed" in log.getvalue()
