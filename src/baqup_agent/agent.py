@@ -40,9 +40,12 @@ from baqup_agent.pid1 import supervise_if_pid1
 from baqup_agent.progress import ProgressCounter, ProgressLog
 
 if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
     from baqup_agent.archive import TarStats
     from baqup_agent.artifacts import ArtifactWriter
     from baqup_agent.bus import BusClient
+    from baqup_agent.child import ChildOptions, ChildResult, SecretFile
     from baqup_agent.config import Config
     from baqup_agent.contract import Cancel
     from baqup_agent.heartbeat import HeartbeatThread
@@ -206,6 +209,27 @@ class Context:
     def track(self, fileobj: BinaryIO) -> BinaryIO:
         """Wrap a binary reader so that every read counts as progress and is a checkpoint."""
         return _Tracked(fileobj, self)  # type: ignore[return-value]
+
+    def run_child(
+        self,
+        argv: Sequence[str | os.PathLike[str] | SecretFile],
+        **options: Unpack[ChildOptions],
+    ) -> ChildResult:
+        """Run a program as part of the job and wait for it (see ``baqup_agent.child``).
+
+        ``stdout``: a writer (an artifact) its standard output streams into, counted as
+        progress (else it is captured in the result); ``stdin``: a reader (an artifact
+        being restored) fed to its standard input; ``env``: variables added to its
+        environment (``Secret`` values revealed there, ``SecretFile`` values become the
+        path of a file holding the secret); ``ok_codes`` (default ``(0,)``);
+        ``exit_codes``: exit code -> ``AgentError`` subclass to raise, other codes raise
+        ``child.ChildFailed`` (exit 1); ``term_timeout``: seconds between SIGTERM and
+        SIGKILL on cancel (default half ``BAQUP_GRACE_PERIOD``); ``stderr_level``: the
+        level of its stderr lines in the log (default info); ``name``: its name in logs.
+        """
+        from baqup_agent.child import run_child
+
+        return run_child(self, self._cancellation, argv, **options)
 
     # -- backup -----------------------------------------------------------------------
 

@@ -194,6 +194,7 @@ class Cancellation:
         self._previous_wakeup = -1
         self._piped = 0  # SIGTERM/SIGINT read from the pipe by the watchdog
         self._previous_handlers: dict[int, object] = {}
+        self._exit_hooks: dict[object, Callable[[], None]] = {}  # see on_forced_exit
         self._watchdog = threading.Thread(target=self._watch, name="baqup-watchdog", daemon=True)
         self._watchdog.start()
 
@@ -241,6 +242,17 @@ class Cancellation:
         self._stopped.set()
         self._force.set()
         self._poke()
+
+    def on_forced_exit(self, hook: Callable[[], None]) -> Callable[[], None]:
+        """Run ``hook`` first thing in a forced exit; returns the function removing it.
+
+        For what must not outlive the process (``run_child`` kills its child's process
+        group): hooks run in the watchdog thread before the clean-up, so they must not
+        block.
+        """
+        key = object()  # unique while registered, unlike id() of a bound method
+        self._exit_hooks[key] = hook
+        return lambda: self._exit_hooks.pop(key, None) and None
 
     # -- signals ----------------------------------------------------------------------
 
@@ -348,6 +360,11 @@ class Cancellation:
         # The clean-up gets the reserve minus a margin in which to give up on it, so the
         # exit below happens by the deadline even when the clean-up hangs.
         finish_by = deadline - min(0.1, 0.25 * reserve)
+        for hook in list(self._exit_hooks.values()):
+            try:
+                hook()
+            except Exception as exc:  # the exit must happen whatever went wrong
+                self._logger.error("forced exit hook failed", exc=exc)
         code = [1]  # a cancelled job's code, until the clean-up says otherwise
 
         def clean_up() -> None:
