@@ -50,7 +50,13 @@ from baqup_agent.control import ControlListener
 from baqup_agent.errors import ConfigError, IOFailure, summarize
 from baqup_agent.keys import MESSAGE_FIELD, RESULT_TTL_SECONDS, default_spool_dir, job_keys
 from baqup_agent.redaction import REDACTOR
-from baqup_agent.redis_client import Backoff, connect_redis, entry_messages, is_redis_error
+from baqup_agent.redis_client import (
+    Backoff,
+    connect_redis,
+    entry_messages,
+    is_redis_error,
+    pool_connection,
+)
 from baqup_agent.secret import Secret
 from baqup_agent.spool import Spool
 
@@ -412,7 +418,7 @@ class BusClient:
         from redis import Redis
 
         if self._conn is None and isinstance(self._redis, Redis):
-            self._conn = self._redis.connection_pool.get_connection()
+            self._conn = pool_connection(self._redis)
         return self._conn
 
     def _complete_in_flight(self) -> None:

@@ -19,16 +19,20 @@ if TYPE_CHECKING:
 
     RedisClient = Redis | RedisCluster
 
-__all__ = ["Backoff", "connect_redis", "entry_messages", "is_redis_error"]
+__all__ = ["Backoff", "connect_redis", "entry_messages", "is_redis_error", "pool_connection"]
 
 
 class Backoff:
-    """Exponential backoff between attempts: ``initial`` doubling up to ``cap`` seconds."""
+    """Exponential backoff between attempts, with jitter so that a fleet of agents does
+    not reconnect in lockstep: the n-th failure in a row waits between
+    ``initial x 2^(n-1)`` and twice that, at most ``cap`` (redis-py's
+    ``EqualJitterBackoff``)."""
 
     def __init__(self, initial: float = 0.05, cap: float = 5.0) -> None:
         self.initial = initial
         self.cap = cap
         self.delay = 0.0
+        self.failures = 0
         self._next = 0.0
 
     def ready(self) -> bool:
@@ -37,13 +41,19 @@ class Backoff:
 
     def failed(self) -> float:
         """Record a failed attempt; return the delay before the next one."""
-        self.delay = min(self.cap, max(self.initial, self.delay * 2))
+        from redis.backoff import EqualJitterBackoff
+
+        self.failures += 1
+        # min() first: 2 ** failures must not overflow a float in a long outage.
+        exponent = min(self.failures - 1, 64)
+        self.delay = EqualJitterBackoff(self.cap, 2 * self.initial).compute(exponent)
         self._next = time.monotonic() + self.delay
         return self.delay
 
     def reset(self) -> None:
         """Record a success: the next failure starts again at ``initial``."""
         self.delay = 0.0
+        self.failures = 0
         self._next = 0.0
 
 
@@ -99,6 +109,20 @@ def connect_redis(
     if parts.path.strip("/") not in ("", "0"):
         raise ValueError("a Redis Cluster has only database 0; drop the /DB of the URL")
     return RedisCluster.from_url(urlunsplit(parts._replace(path="")), **options)
+
+
+def pool_connection(client: Redis) -> Any:
+    """A connection taken from ``client``'s pool, kept by the caller.
+
+    redis-py before 5.3 requires a command name here; later versions deprecate it.
+    """
+    import inspect
+
+    get = client.connection_pool.get_connection
+    name = inspect.signature(get).parameters.get("command_name")
+    if name is not None and name.default is inspect.Parameter.empty:
+        return get("PING")
+    return get()
 
 
 def _cluster_enabled(client: Redis) -> bool:
