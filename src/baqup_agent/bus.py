@@ -282,6 +282,28 @@ class BusClient:
         self.result_delivered = delivered
         return delivered
 
+    def has_result(self) -> bool | None:
+        """Whether the controller has this job's result already (a rerun, contract 4.7).
+
+        True: the result key is in Redis (spool-only mode: a result is in the spool).
+        None: Redis cannot be reached but a result waits in the spool for replay.
+        False: nobody has one.
+        """
+        if self._url is None:
+            return self.spool.holds_result()
+        with self._lock:
+            if self._degraded and self._backoff.ready():
+                self._replay()
+            if not self._degraded and self._redis is not None:
+                try:
+                    return bool(self._redis.exists(self.keys.result))
+                except Exception as exc:
+                    if not is_redis_error(exc):
+                        raise
+                    self._outage(exc)
+                    self._degraded = True
+            return None if self.spool.holds_result(pending_only=True) else False
+
     def on_cancel(self, callback: Callable[[Cancel], None]) -> None:
         """Call ``callback(cancel)`` for each valid cancel addressed to this job.
 

@@ -180,6 +180,19 @@ class Spool:
                 return seq
         return None
 
+    def holds_result(self, *, pending_only: bool = False) -> bool:
+        """Whether events.jsonl holds a ``result`` message (only among the messages
+        not replayed yet with ``pending_only``)."""
+        lines, _ = read_lines(self.events_path, self._replayed if pending_only else 0)
+        for _, line in lines:
+            try:
+                message = orjson.loads(line)
+            except orjson.JSONDecodeError:
+                continue
+            if isinstance(message, dict) and message.get("type") == "result":
+                return True
+        return False
+
     def close(self) -> None:
         """Close the append handle (the files stay)."""
         with self._lock:
