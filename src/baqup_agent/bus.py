@@ -48,10 +48,17 @@ from baqup_agent.contract import (
 )
 from baqup_agent.control import ControlListener
 from baqup_agent.errors import ConfigError, IOFailure, summarize
-from baqup_agent.keys import MESSAGE_FIELD, RESULT_TTL_SECONDS, default_spool_dir, job_keys
+from baqup_agent.keys import (
+    MESSAGE_FIELD,
+    RESULT_TTL_SECONDS,
+    JobKeys,
+    default_spool_dir,
+    job_keys,
+)
 from baqup_agent.redaction import REDACTOR
 from baqup_agent.redis_client import (
     Backoff,
+    check_redis_url,
     connect_redis,
     entry_messages,
     is_redis_error,
@@ -61,6 +68,8 @@ from baqup_agent.secret import Secret
 from baqup_agent.spool import Spool
 
 if TYPE_CHECKING:
+    import argparse
+
     from baqup_agent.logger import Logger
     from baqup_agent.redis_client import RedisClient as RedisClient  # re-exported for types
 
@@ -73,6 +82,9 @@ __all__ = [
     "connect_redis",
     "entry_messages",
     "is_redis_error",
+    "queue_message",
+    "replay_command",
+    "replay_spool",
 ]
 
 AgentMessage = StateChange | Heartbeat | ProgressUpdate | Result
@@ -456,12 +468,7 @@ class BusClient:
 
     def _queue(self, pipe: Any, kind: str, data: bytes) -> None:
         """Queue one message's stream entry (and the result key) on a pipeline."""
-        keys = self.keys
-        pipe.xadd(keys.events, {MESSAGE_FIELD: data}, maxlen=self._maxlen, approximate=True)
-        if kind == "result":
-            pipe.set(keys.result, data, ex=RESULT_TTL_SECONDS)
-            pipe.expire(keys.events, RESULT_TTL_SECONDS)
-            pipe.expire(keys.control, RESULT_TTL_SECONDS)
+        queue_message(pipe, self.keys, kind, data, self._maxlen)
 
     # -- connection, outage and replay --------------------------------------------
 
@@ -561,25 +568,7 @@ class BusClient:
 
     def _replay_pending(self, client: RedisClient) -> int:
         """Replay in batches; return how many messages were sent."""
-        sent = 0
-        # A message whose command failed may still have been applied (reply lost);
-        # it can only be at the tail of the stream, so look there once and skip it.
-        tail = entry_messages(client.xrevrange(self.keys.events, count=REPLAY_BATCH))
-        in_stream = {_head(raw).get("id") for _, raw in tail} - {None}
-        while batch := self.spool.pending(REPLAY_BATCH):
-            pipe = client.pipeline(transaction=False)
-            queued = 0
-            for _, line in batch:
-                head = _head(line)  # an unparsable line is replayed as is; readers drop it
-                if head.get("id") in in_stream:
-                    continue
-                self._queue(pipe, str(head.get("type")), line)
-                queued += 1
-            if queued:
-                pipe.execute()
-            self.spool.mark_replayed(batch[-1][0])
-            sent += queued
-        return sent
+        return replay_spool(client, self.spool, self.keys, self._maxlen)
 
     def _retry_replay(self, timeout: float) -> bool:
         """Retry the replay with backoff for up to ``timeout`` s; True when drained."""
@@ -614,6 +603,112 @@ class BusClient:
             if head.get("agent_id") == self.agent_id and isinstance(head.get("seq"), int)
         ]
         return max(seqs, default=-1) + 1
+
+
+def queue_message(pipe: Any, keys: JobKeys, kind: str, data: bytes, maxlen: int) -> None:
+    """Queue one message's stream entry (and, for a result, the result key and the
+    streams' expiry) on a pipeline."""
+    pipe.xadd(keys.events, {MESSAGE_FIELD: data}, maxlen=maxlen, approximate=True)
+    if kind == "result":
+        pipe.set(keys.result, data, ex=RESULT_TTL_SECONDS)
+        pipe.expire(keys.events, RESULT_TTL_SECONDS)
+        pipe.expire(keys.control, RESULT_TTL_SECONDS)
+
+
+def replay_spool(
+    client: RedisClient, spool: Spool, keys: JobKeys, maxlen: int = STREAM_MAXLEN
+) -> int:
+    """Send ``spool``'s pending messages to Redis in order, in pipelined batches,
+    recording each batch as replayed; return how many were sent. Raises the Redis
+    error of a failed batch (the batches before it stay recorded)."""
+    sent = 0
+    # A message whose command failed may still have been applied (reply lost);
+    # it can only be at the tail of the stream, so look there once and skip it.
+    tail = entry_messages(client.xrevrange(keys.events, count=REPLAY_BATCH))
+    in_stream = {_head(raw).get("id") for _, raw in tail} - {None}
+    while batch := spool.pending(REPLAY_BATCH):
+        pipe = client.pipeline(transaction=False)
+        queued = 0
+        for _, line in batch:
+            head = _head(line)  # an unparsable line is replayed as is; readers drop it
+            if head.get("id") in in_stream:
+                continue
+            queue_message(pipe, keys, str(head.get("type")), line, maxlen)
+            queued += 1
+        if queued:
+            pipe.execute()
+        spool.mark_replayed(batch[-1][0])
+        sent += queued
+    return sent
+
+
+def replay_command(args: argparse.Namespace) -> int:
+    """``baqup-agent replay JOB_ID --spool-dir DIR --redis-url URL``: deliver a job's
+    spool to Redis once, without running the agent (docs/bus.md#replay).
+
+    Exit 0 when Redis has every spooled message (also when there was nothing to
+    replay), 64 for bad arguments, 69 when Redis cannot be reached or fails midway
+    (what was delivered stays recorded: run it again), 74 when the spool cannot be
+    read or its ``replayed`` offset written.
+    """
+    import os
+    import sys
+
+    from baqup_agent.paths import is_job_id
+
+    def say(text: str, stream: Any = sys.stdout) -> None:
+        print(f"baqup-agent replay: {REDACTOR.redact(text)}", file=stream, flush=True)
+
+    url = args.redis_url or os.environ.get("BAQUP_REDIS_URL") or None
+    password = os.environ.get("BAQUP_REDIS_PASSWORD") or None
+    for value in (url, password, urlsplit(url or "").password):
+        if value:
+            Secret(value)  # redacted from every line below
+    root = Path(args.spool_dir)
+    if url is None or not is_job_id(args.job_id) or not root.is_dir():
+        problem = (
+            "give --redis-url (or set BAQUP_REDIS_URL)"
+            if url is None
+            else f"invalid job id {args.job_id!r}"
+            if not is_job_id(args.job_id)
+            else f"--spool-dir {root} is not a directory"
+        )
+        say(problem, sys.stderr)
+        return int(ExitCode.USAGE_CONFIG_ERROR)
+    try:
+        check_redis_url(url)
+    except ValueError as exc:
+        say(f"the Redis URL cannot be used: {exc}", sys.stderr)
+        return int(ExitCode.USAGE_CONFIG_ERROR)
+    try:
+        spool = Spool(root, args.job_id)
+    except OSError as exc:
+        say(f"cannot read the spool of job {args.job_id}: {summarize(exc)}", sys.stderr)
+        return int(ExitCode.IO_ERROR)
+    if not spool.has_pending:
+        say(f"job {args.job_id}: nothing to replay (no unreplayed message in {spool.path})")
+        return int(ExitCode.SUCCESS)
+    from redis.exceptions import RedisError
+
+    client: RedisClient | None = None
+    try:
+        client = connect_redis(url, password=password)
+        sent = replay_spool(client, spool, job_keys(args.job_id))
+    except ValueError as exc:  # e.g. a /DB on a cluster
+        say(f"the Redis URL cannot be used: {exc}", sys.stderr)
+        return int(ExitCode.USAGE_CONFIG_ERROR)
+    except RedisError as exc:  # redis-py wraps socket errors in its own
+        say(f"Redis unreachable: {summarize(exc)}; run replay again later", sys.stderr)
+        return int(ExitCode.RESOURCE_UNAVAILABLE)
+    except OSError as exc:
+        say(f"cannot use the spool {spool.path}: {summarize(exc)}", sys.stderr)
+        return int(ExitCode.IO_ERROR)
+    finally:
+        spool.close()
+        if client is not None:
+            client.close()
+    say(f"job {args.job_id}: replayed {sent} message(s) to Redis")
+    return int(ExitCode.SUCCESS)
 
 
 def _redact(text: str | None) -> str | None:

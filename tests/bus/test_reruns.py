@@ -13,12 +13,15 @@ import os
 import signal
 import subprocess
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
 import redis
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
 
 from baqup_agent.agent import run_job
 from baqup_agent.contract import ExitCode
@@ -217,3 +220,96 @@ def test_a_spool_only_rerun_leaves_the_spool_as_it_was(tmp_path: Path) -> None:
     assert code == ExitCode.SUCCESS
     assert "already complete" in log
     assert spool_bytes(staging) == before
+
+
+def replay(job: str, spool: Path, url: str | None) -> subprocess.CompletedProcess[str]:
+    """``baqup-agent replay`` in a process of its own."""
+    import sys
+
+    argv = [sys.executable, "-m", "baqup_agent", "replay", job, "--spool-dir", str(spool)]
+    if url is not None:
+        argv += ["--redis-url", url]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BAQUP_")}
+    return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60)
+
+
+def test_replay_delivers_a_spool_once_and_says_why_when_it_cannot(tmp_path: Path) -> None:
+    staging = tmp_path / "staging"
+    server = RedisServer(tmp_path / "redis")
+    url = server.url.replace("127.0.0.1", "user:pa55-w0rd@127.0.0.1")
+    env = job_env(staging, JOB, BAQUP_REDIS_URL=server.url)
+    assert run(env)[0] == ExitCode.COMPLETED_UNREPORTED
+    spooled = [orjson.loads(line) for line in (spool_bytes(staging) or b"").splitlines()]
+    spool = staging / SPOOL_SUBDIR
+
+    down = replay(JOB, spool, server.url)  # Redis not started yet
+    assert down.returncode == ExitCode.RESOURCE_UNAVAILABLE, down.stderr
+    assert "Redis unreachable" in down.stderr
+    assert "pa55" not in replay(JOB, spool, url).stderr  # the password is never quoted
+
+    server.start()
+    try:
+        first = replay(JOB, spool, server.url)
+        assert first.returncode == ExitCode.SUCCESS, first.stderr
+        assert f"replayed {len(spooled)} message(s)" in first.stdout
+        assert stream(server.url) == spooled
+        assert orjson.loads(keys_of(server.url)["result"] or b"") == spooled[-1]
+        again = replay(JOB, spool, server.url)  # idempotent: adds nothing
+        assert again.returncode == ExitCode.SUCCESS
+        assert "nothing to replay" in again.stdout
+        assert stream(server.url) == spooled
+        # The offset lost (an operator copied the spool back): the stream's tail still
+        # tells which messages Redis has.
+        (spool_dir(staging) / "replayed").unlink()
+        assert replay(JOB, spool, server.url).returncode == ExitCode.SUCCESS
+        assert stream(server.url) == spooled
+        assert replay("no-such-job", spool, server.url).returncode == ExitCode.SUCCESS
+    finally:
+        server.stop(kill=True)
+    for argv, problem in [
+        (("../escape", spool, server.url), "invalid job id"),
+        ((JOB, tmp_path / "missing", server.url), "is not a directory"),
+        ((JOB, spool, None), "--redis-url"),
+        ((JOB, spool, server.url + "?unknown_option=1"), "cannot be used"),
+    ]:
+        bad = replay(*argv)  # type: ignore[arg-type]
+        assert bad.returncode == ExitCode.USAGE_CONFIG_ERROR, (argv, bad.stderr)
+        assert problem in bad.stderr
+
+
+_BAD_OPTIONS = st.sampled_from(
+    [
+        "/0?unknown_option=1",
+        "/0?ssl_cert_reqs=bogus",
+        "/not-a-number",
+        "/0?socket_timeout=soon",
+        "/0?db=x",
+    ]
+)
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    password=st.text(min_size=4, max_size=30),
+    bad=_BAD_OPTIONS,
+    scheme=st.sampled_from(["redis", "rediss"]),
+)
+def test_a_redis_url_redis_py_cannot_use_is_exit_64_without_the_password(
+    tmp_path: Path, password: str, bad: str, scheme: str
+) -> None:
+    from urllib.parse import quote
+
+    assume(password.strip() and "***" not in password)
+    if scheme == "redis" and "ssl" in bad:
+        bad = "/0?unknown_option=1"  # ssl options only exist for rediss://
+    url = f"{scheme}://user:{quote(password, safe='')}@127.0.0.1:1{bad}"
+    staging = tmp_path / f"staging-{uuid.uuid4().hex}"
+    code, log = run(job_env(staging, JOB, BAQUP_REDIS_URL=url))
+    assert code == ExitCode.USAGE_CONFIG_ERROR, log
+    assert "BAQUP_REDIS_URL" in log
+    forms = {password, quote(password, safe=""), orjson.dumps(password).decode()[1:-1]}
+    for form in forms:
+        assert form not in log
+    assert not spool_dir(staging).exists()  # no work, nothing spooled
