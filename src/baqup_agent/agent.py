@@ -656,6 +656,9 @@ class _Job:
         delivered: list[bool] = []
 
         def report() -> None:
+            # Nothing may follow the result: the heartbeat stops first (the bus also
+            # drops whatever a thread still sends after the result).
+            self.heartbeat.stop(max(0.0, deadline - time.monotonic()))
             self._enter_final(outcome)
             delivered.append(self._report(outcome))
 

@@ -22,7 +22,6 @@ Delivery rules (docs/bus.md):
 from __future__ import annotations
 
 import threading
-import time
 import uuid
 from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
@@ -94,6 +93,12 @@ STREAM_MAXLEN = 100_000
 10 s for a week is 60,480 entries) while bounding a runaway agent's memory use."""
 REPLAY_BATCH = 500
 
+SEND_BUDGET_MAX = 1.0
+"""Longest time, in seconds, a send may wait for Redis in the job's or the heartbeat's
+thread: a quarter of the heartbeat interval, at least 0.1 s and at most this (and
+never more than ``command_timeout``). Past it the message goes to the spool and a
+background thread takes over: reconnecting, replaying, logging the outage."""
+
 
 def _reveal(value: Any) -> str | None:
     """A config value as text; Secrets are revealed (only for connecting)."""
@@ -148,6 +153,10 @@ class BusClient:
         self._register_secrets()
         self._connect_timeout = connect_timeout
         self._command_timeout = command_timeout
+        self.send_budget = min(
+            command_timeout, max(0.1, min(SEND_BUDGET_MAX, self.heartbeat_interval / 4))
+        )
+        """Seconds a send waits for Redis before it spools (see ``SEND_BUDGET_MAX``)."""
         self._result_timeout = result_timeout
         self._maxlen = stream_maxlen
         self._cluster = cluster
@@ -159,13 +168,22 @@ class BusClient:
         )
         self.spool = Spool(Path(str(root)), self.job_id)
 
-        self._lock = threading.Lock()  # one message at a time: seq order == delivery order
-        self._redis: RedisClient | None = None
+        # One message at a time: seq order == delivery order. Held for at most one
+        # round trip of ``send_budget``; never while connecting or replaying.
+        self._lock = threading.Lock()
+        self._replay_lock = threading.Lock()  # one replay at a time (its own client)
+        self._redis: RedisClient | None = None  # live sends, socket timeout send_budget
+        self._replay_redis: RedisClient | None = None  # replays, command_timeout
         self._conn: Any = None  # see _send: the connection of unacknowledged sends
         self._in_flight: bytes | None = None
         self._degraded = False  # True while the spool holds messages Redis lacks
+        self._drained = threading.Event()  # set while not degraded
+        self._drained.set()
+        self._replay_wake = threading.Event()
+        self._replayer: threading.Thread | None = None
         self._backoff = Backoff()
         self._outage_logged = False
+        self._sealed = False  # the result is out: nothing may follow it
         self._result_spooled = False
         self.result_delivered = False
         """Whether the result reached the controller (Redis, or the spool in spool-only
@@ -303,18 +321,17 @@ class BusClient:
         """
         if self._url is None:
             return self.spool.holds_result()
-        with self._lock:
-            if self._degraded and self._backoff.ready():
-                self._replay()
-            if not self._degraded and self._redis is not None:
-                try:
-                    return bool(self._redis.exists(self.keys.result))
-                except Exception as exc:
-                    if not is_redis_error(exc):
-                        raise
-                    self._outage(exc)
-                    self._degraded = True
-            return None if self.spool.holds_result(pending_only=True) else False
+        if self._degraded:
+            self._retry_replay(self._result_timeout)
+        client = self._redis
+        if not self._degraded and client is not None:
+            try:
+                return bool(client.exists(self.keys.result))
+            except Exception as exc:
+                if not is_redis_error(exc):
+                    raise
+                self._outage(exc)
+        return None if self.spool.holds_result(pending_only=True) else False
 
     def on_cancel(self, callback: Callable[[Cancel], None]) -> None:
         """Call ``callback(cancel)`` for each valid cancel addressed to this job.
@@ -337,18 +354,23 @@ class BusClient:
     def close(self) -> None:
         """Stop the listener, make a last replay attempt, close connections and files."""
         self._stop.set()
+        self._replay_wake.set()
         if self._control is not None:
             self._control.close(self._command_timeout)
+        if self._replayer is not None:
+            self._replayer.join(self._connect_timeout + self._command_timeout)
         with self._lock:
             self._flush()
-            if self._url is not None and self.spool.has_pending:
-                self._replay()
+        if self._url is not None and self.spool.has_pending:
+            self._replay_once()
+        with self._lock:
             if self._result_spooled and not self.spool.has_pending:
                 self.result_delivered = True
             if self._conn is not None:
                 self._conn.disconnect()
-            if self._redis is not None:
-                self._redis.close()
+            for client in (self._redis, self._replay_redis):
+                if client is not None:
+                    client.close()
             self.spool.close()
 
     def flush(self) -> None:
@@ -370,6 +392,9 @@ class BusClient:
         """Build, validate and deliver one message; True when Redis (or the spool in
         spool-only mode) has it, False when it waits in the spool."""
         with self._lock:
+            if self._sealed:  # e.g. a heartbeat racing a forced exit's result
+                self._log.debug("bus message after the result dropped")
+                return False
             message = build(
                 {
                     "id": uuid.uuid4(),
@@ -380,15 +405,15 @@ class BusClient:
                 }
             )
             self._seq += 1  # after validation: a rejected message does not leave a gap
+            self._sealed = isinstance(message, Result)
             data = message.model_dump_json(exclude_none=True).encode()
             if self._url is None:
                 self._spool_append(data)
                 return True
             if self._degraded or self._redis is None:
                 self._spool_append(data)  # after the spooled ones, never before them
-                if self._backoff.ready():
-                    self._replay()
-                return not self._degraded
+                self._replay_wake.set()
+                return False
             try:
                 self._complete_in_flight()
                 self._send(message, data)
@@ -397,19 +422,27 @@ class BusClient:
                 if not is_redis_error(exc):
                     raise
                 self._degrade(exc, data)
-            return not self._degraded
+            return False
 
     def _degrade(self, exc: BaseException, data: bytes | None = None) -> None:
-        """A command failed: spool the unacknowledged message and ``data`` (in seq
-        order) and try a replay at once (a stale pooled connection is the usual cause)."""
-        self._outage(exc)
-        self._degraded = True
+        """A command failed (lock held): spool the unacknowledged message and ``data``
+        (in seq order) and wake the replayer, which retries at once (a stale pooled
+        connection is the usual cause) and logs the outage when that fails too."""
+        self._log.debug("Redis command failed; spooling", error=summarize(exc))
+        self._set_degraded(True)
         if self._in_flight is not None:  # applied or not: the replay's tail check decides
             self._spool_append(self._in_flight)
             self._in_flight = None
         if data is not None:
             self._spool_append(data)
-        self._replay()
+        self._start_replayer()
+
+    def _set_degraded(self, degraded: bool) -> None:
+        self._degraded = degraded
+        if degraded:
+            self._drained.clear()
+        else:
+            self._drained.set()
 
     def _spool_append(self, data: bytes) -> None:
         try:
@@ -474,28 +507,35 @@ class BusClient:
 
     def _start_redis(self) -> None:
         try:
-            self._redis = self._connect()
+            check_redis_url(self._url or "")
         except ValueError as exc:  # a URL redis-py cannot use: a config error (exit 64)
+            raise ConfigError(f"BAQUP_REDIS_URL: {exc}") from exc
+        if self.spool.has_pending:  # a previous run of this job left messages behind
+            self._set_degraded(True)
+            if not self._replay_once():  # at once: a rerun needs to know what Redis has
+                self._start_replayer()
+            return
+        try:
+            self._redis = self._connect(timeout=self.send_budget)
+        except ValueError as exc:  # e.g. a /DB on a cluster
             raise ConfigError(f"BAQUP_REDIS_URL: {exc}") from exc
         except Exception as exc:
             if not is_redis_error(exc):
                 raise
-            self._degraded = True
+            self._set_degraded(True)
             self._outage(exc)
             self._backoff.failed()
-            return
-        if self.spool.has_pending:  # a previous run of this job left messages behind
-            self._degraded = True
-            self._replay()
+            self._start_replayer()
 
-    def _connect(self, block_seconds: float = 0.0) -> RedisClient:
-        """A new client; its command timeout allows for a command blocking that long."""
+    def _connect(self, block_seconds: float = 0.0, *, timeout: float | None = None) -> RedisClient:
+        """A new client; its command timeout (``timeout``, default ``command_timeout``)
+        allows for a command blocking ``block_seconds``."""
         assert self._url is not None
         return connect_redis(
             self._url,
             password=self._password,
-            connect_timeout=self._connect_timeout,
-            command_timeout=self._command_timeout + block_seconds,
+            connect_timeout=min(self._connect_timeout, timeout or self._connect_timeout),
+            command_timeout=(timeout or self._command_timeout) + block_seconds,
             cluster=self._cluster,
         )
 
@@ -544,48 +584,78 @@ class BusClient:
                 spool=where,
             )
 
-    def _replay(self) -> None:
-        """Send the spool's pending messages to Redis in order (lock held).
+    def _start_replayer(self) -> None:
+        """Start the background replayer once (lock held or in ``__init__``)."""
+        if self._replayer is None and not self._stop.is_set():
+            self._replayer = threading.Thread(
+                target=self._replay_loop, name=f"baqup-replay-{self.job_id}", daemon=True
+            )
+            self._replayer.start()
+        self._replay_wake.set()
 
-        On success the client leaves degraded mode; on failure it stays there and the
-        next attempt waits for the backoff.
+    def _replay_loop(self) -> None:
+        """The replayer thread: while degraded, replay with backoff, until ``close()``."""
+        while not self._stop.is_set():
+            wait = None if not self._degraded else self._backoff.remaining()
+            if wait is None or wait > 0:
+                self._replay_wake.wait(wait)
+                self._replay_wake.clear()
+                continue
+            try:
+                self._replay_once()
+            except Exception as exc:  # a bug, not an outage: keep the thread alive
+                self._log.error("bus replay failed", exc=exc)
+                self._backoff.failed()
+
+    def _replay_once(self) -> bool:
+        """One replay attempt: send the spool's pending messages to Redis in order, then
+        go back to live sends. Never holds the send lock across a round trip.
+
+        The first failure of an outage is logged at WARN (a stale connection that
+        works again at once is no outage: DEBUG); the recovery at INFO.
         """
-        try:
-            if self._redis is None:
-                self._redis = self._connect()
-            sent = self._replay_pending(self._redis)
-        except Exception as exc:
-            if not is_redis_error(exc):
-                raise
-            self._outage(exc)
-            self._backoff.failed()
-            return
-        self._degraded = False
-        self._backoff.reset()
-        if self._outage_logged or sent:
-            self._log.info("Redis reachable; replayed the spooled bus messages", replayed=sent)
-        self._outage_logged = False
+        with self._replay_lock:
+            if not self._degraded:
+                return True
+            sent = 0
+            try:
+                if self._replay_redis is None:
+                    self._replay_redis = self._connect()
+                while True:
+                    sent += self._replay_pending(self._replay_redis)
+                    if self._redis is None:
+                        self._redis = self._connect(timeout=self.send_budget)
+                    with self._lock:  # new messages may have been spooled meanwhile
+                        if not self.spool.has_pending:
+                            self._set_degraded(False)
+                            break
+            except Exception as exc:
+                if not is_redis_error(exc):
+                    raise
+                self._outage(exc)
+                self._backoff.failed()
+                return False
+            self._backoff.reset()
+            if self._outage_logged:
+                self._log.info("Redis reachable; replayed the spooled bus messages", replayed=sent)
+            else:
+                self._log.debug("reconnected to Redis", replayed=sent)
+            self._outage_logged = False
+            return True
 
     def _replay_pending(self, client: RedisClient) -> int:
         """Replay in batches; return how many messages were sent."""
-        return replay_spool(client, self.spool, self.keys, self._maxlen)
+        return replay_spool(client, self.spool, self.keys, self._maxlen, refresh_heartbeat=True)
 
     def _retry_replay(self, timeout: float) -> bool:
-        """Retry the replay with backoff for up to ``timeout`` s; True when drained."""
-        deadline = time.monotonic() + timeout
-        while True:
-            with self._lock:
-                if not self._degraded:
-                    return True
-                if self._backoff.ready():
-                    self._replay()
-                    if not self._degraded:
-                        return True
-            wait = min(self._backoff.delay or self._backoff.initial, deadline - time.monotonic())
-            if wait <= 0:
-                return False
-            if self._stop.wait(wait):
-                return False
+        """Wait up to ``timeout`` s for the replayer to drain the spool; True when it did."""
+        if not self._degraded:
+            return True
+        with self._lock:
+            self._start_replayer()
+        self._backoff.reset()  # the result is waiting: retry now, then from the start
+        self._replay_wake.set()
+        return self._drained.wait(timeout) and not self._degraded
 
     def _stream_next_seq(self) -> int:
         """One past the highest seq this agent has in the stream (0 when none)."""
@@ -616,11 +686,19 @@ def queue_message(pipe: Any, keys: JobKeys, kind: str, data: bytes, maxlen: int)
 
 
 def replay_spool(
-    client: RedisClient, spool: Spool, keys: JobKeys, maxlen: int = STREAM_MAXLEN
+    client: RedisClient,
+    spool: Spool,
+    keys: JobKeys,
+    maxlen: int = STREAM_MAXLEN,
+    *,
+    refresh_heartbeat: bool = False,
 ) -> int:
     """Send ``spool``'s pending messages to Redis in order, in pipelined batches,
     recording each batch as replayed; return how many were sent. Raises the Redis
-    error of a failed batch (the batches before it stay recorded)."""
+    error of a failed batch (the batches before it stay recorded).
+
+    ``refresh_heartbeat`` (a live agent): the heartbeat key is set from the batch's
+    last heartbeat, so a live job does not look dead after an outage."""
     sent = 0
     # A message whose command failed may still have been applied (reply lost);
     # it can only be at the tail of the stream, so look there once and skip it.
@@ -629,13 +707,20 @@ def replay_spool(
     while batch := spool.pending(REPLAY_BATCH):
         pipe = client.pipeline(transaction=False)
         queued = 0
+        beat: tuple[bytes, float] | None = None
         for _, line in batch:
             head = _head(line)  # an unparsable line is replayed as is; readers drop it
+            ttl = head.get("ttl_seconds")
+            if head.get("type") == "heartbeat" and isinstance(ttl, (int, float)):
+                beat = (line, float(ttl))
             if head.get("id") in in_stream:
                 continue
             queue_message(pipe, keys, str(head.get("type")), line, maxlen)
             queued += 1
-        if queued:
+        refresh = refresh_heartbeat and beat is not None
+        if refresh and beat is not None:
+            pipe.set(keys.heartbeat, beat[0], px=max(1, int(beat[1] * 1000)))
+        if queued or refresh:
             pipe.execute()
         spool.mark_replayed(batch[-1][0])
         sent += queued

@@ -42,10 +42,6 @@ class Backoff:
         self.failures = 0
         self._next = 0.0
 
-    def ready(self) -> bool:
-        """Whether the next attempt is due."""
-        return time.monotonic() >= self._next
-
     def failed(self) -> float:
         """Record a failed attempt; return the delay before the next one."""
         from redis.backoff import EqualJitterBackoff
@@ -56,6 +52,10 @@ class Backoff:
         self.delay = EqualJitterBackoff(self.cap, 2 * self.initial).compute(exponent)
         self._next = time.monotonic() + self.delay
         return self.delay
+
+    def remaining(self) -> float:
+        """Seconds until the next attempt is due (0 when it is)."""
+        return max(0.0, self._next - time.monotonic())
 
     def reset(self) -> None:
         """Record a success: the next failure starts again at ``initial``."""
