@@ -142,7 +142,12 @@ class Spool:
 
     def _open(self) -> None:
         created = not self.path.exists()
-        self.path.mkdir(mode=_DIR_MODE, parents=True, exist_ok=True)
+        if not self.path.parent.exists():  # the spool root: as private as a job's dir
+            self.path.parent.mkdir(mode=_DIR_MODE, parents=True, exist_ok=True)
+            os.chmod(self.path.parent, _DIR_MODE)  # whatever the umask
+        self.path.mkdir(mode=_DIR_MODE, exist_ok=True)
+        if created:
+            os.chmod(self.path, _DIR_MODE)
         new_file = not self.events_path.exists()
         self._fd = os.open(
             self.events_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, _FILE_MODE
