@@ -7,6 +7,7 @@ polled, and everything reaches Redis once, in order, when it resumes.
 from __future__ import annotations
 
 import io
+import itertools
 import os
 import signal
 import subprocess
@@ -97,7 +98,7 @@ def test_a_hung_redis_blocks_neither_the_job_nor_the_heartbeats(
         for m in messages
         if m["type"] == "heartbeat"
     )
-    gaps = [b - a for a, b in zip(stamps, stamps[1:])]
+    gaps = [b - a for a, b in itertools.pairwise(stamps)]
     assert len(stamps) >= HANG / INTERVAL
     assert max(gaps) <= 2 * INTERVAL, gaps
     assert longest_send < INTERVAL, longest_send  # the job waited one budget at most
