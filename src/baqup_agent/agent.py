@@ -644,9 +644,8 @@ class _Job:
     def _force_exit(self, why: str, may_discard: bool, deadline: float) -> int:
         """The watchdog's exit (grace period over, or a second signal): runs in its thread."""
         outcome = self.outcome
+        discard = outcome is None and may_discard
         if outcome is None:
-            if may_discard:
-                self._discard()
             outcome = _Outcome(
                 ResultStatus.CANCELLED,
                 Cancelled.exit_code,
@@ -656,15 +655,18 @@ class _Job:
         delivered: list[bool] = []
 
         def report() -> None:
-            # Nothing may follow the result: the heartbeat stops first (the bus also
-            # drops whatever a thread still sends after the result).
-            self.heartbeat.stop(max(0.0, deadline - time.monotonic()))
+            # Nothing may follow the result: the heartbeat is told to stop, without
+            # waiting for a beat in flight (the bus drops anything sent after the result).
+            self.heartbeat.stop(0)
             self._enter_final(outcome)
             delivered.append(self._report(outcome))
 
-        # The bus may be slow or held by the job thread: report only within the deadline.
+        # The bus may be slow or held by the job thread: report only within the deadline,
+        # while staging is removed here.
         reporter = threading.Thread(target=report, name="baqup-final-report", daemon=True)
         reporter.start()
+        if discard:
+            self._discard()
         reporter.join(timeout=max(0.0, deadline - time.monotonic()))
         return int(_exit_code(outcome, bool(delivered and delivered[0])))
 

@@ -169,7 +169,7 @@ def test_after_a_forced_exit_nothing_follows_the_result(tmp_path: Path, run_inde
         staging,
         f"job-forced-{run_index}",
         BAQUP_HEARTBEAT_INTERVAL=0.01,
-        BAQUP_GRACE_PERIOD=0.3,
+        BAQUP_GRACE_PERIOD=1.0,
         BAQUP_TEST_BEHAVIOUR="stubborn",  # ignores the cancel: the grace period runs out
         BAQUP_TEST_SECONDS=60,
     )
