@@ -357,12 +357,12 @@ class BusClient:
         self._replay_wake.set()
         if self._control is not None:
             self._control.close(self._command_timeout)
-        if self._replayer is not None:
-            self._replayer.join(self._connect_timeout + self._command_timeout)
+        if self._replayer is not None:  # a replayer stuck on a hung Redis is left behind
+            self._replayer.join(self.send_budget)
         with self._lock:
             self._flush()
         if self._url is not None and self.spool.has_pending:
-            self._replay_once()
+            self._replay_once(blocking=False)
         with self._lock:
             if self._result_spooled and not self.spool.has_pending:
                 self.result_delivered = True
@@ -607,14 +607,17 @@ class BusClient:
                 self._log.error("bus replay failed", exc=exc)
                 self._backoff.failed()
 
-    def _replay_once(self) -> bool:
+    def _replay_once(self, *, blocking: bool = True) -> bool:
         """One replay attempt: send the spool's pending messages to Redis in order, then
         go back to live sends. Never holds the send lock across a round trip.
 
         The first failure of an outage is logged at WARN (a stale connection that
-        works again at once is no outage: DEBUG); the recovery at INFO.
+        works again at once is no outage: DEBUG); the recovery at INFO. Without
+        ``blocking``, gives up at once when another replay is under way.
         """
-        with self._replay_lock:
+        if not self._replay_lock.acquire(blocking=blocking):
+            return False
+        try:
             if not self._degraded:
                 return True
             sent = 0
@@ -642,6 +645,8 @@ class BusClient:
                 self._log.debug("reconnected to Redis", replayed=sent)
             self._outage_logged = False
             return True
+        finally:
+            self._replay_lock.release()
 
     def _replay_pending(self, client: RedisClient) -> int:
         """Replay in batches; return how many messages were sent."""
