@@ -20,8 +20,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import tomllib
-
 ROOT = Path(__file__).resolve().parent.parent
 _LOWER = re.compile(r"^([A-Za-z0-9_.\-\[\]]+)\s*>=\s*([^,;\s]+)")
 
@@ -42,9 +40,17 @@ print("lowest-deps smoke: result", result["status"], "after", len(events), "even
 
 def lower_bounds() -> list[str]:
     """``name==lower`` for every runtime dependency; each must declare ``>=``."""
-    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    text = (ROOT / "pyproject.toml").read_text()
+    try:
+        import tomllib
+    except ImportError:  # Python 3.10: the [project] dependencies list, by hand
+        block = re.search(r"(?ms)^dependencies = \[(.*?)^\]", text)
+        assert block is not None, "no dependencies list in pyproject.toml"
+        specs = re.findall(r'^\s*"([^"]+)"', block[1], re.M)
+    else:
+        specs = tomllib.loads(text)["project"]["dependencies"]
     pins = []
-    for spec in project["dependencies"]:
+    for spec in specs:
         match = _LOWER.match(spec)
         if match is None:
             raise SystemExit(f"dependency {spec!r} declares no '>=' lower bound")
