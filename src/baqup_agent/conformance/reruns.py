@@ -9,12 +9,16 @@ agent only once:
   the events (stream and spool) and the result key stay as they were.
 * ``duplicate-refused``: while a slow backup runs, a second one with the same job id
   (another agent id) must exit 73 and write nothing of the job: no message, no result
-  or heartbeat key of its own, nothing in the spool. The first run is then stopped.
+  or heartbeat key of its own, nothing in the spool. The first run is paused with
+  SIGSTOP meanwhile (a paused process keeps its lock), so that it cannot end before
+  the duplicate has tried; then it is resumed and stopped.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import signal
 import subprocess
 import time
@@ -72,6 +76,7 @@ def duplicate_refused(inp: CheckInput) -> Iterator[Finding]:
     try:
         if not _wait_running(first, ctx, live):
             raise NotApplicable("the first backup never reported running")
+        os.killpg(live.pid, signal.SIGSTOP)
         before = _bus(first, ctx)
         dup_env = {**first.env, "BAQUP_AGENT_ID": f"{ctx.agent_id}-duplicate"}
         dup = _start(first, dup_env, ctx)
@@ -84,6 +89,8 @@ def duplicate_refused(inp: CheckInput) -> Iterator[Finding]:
             return
         after = _bus(first, ctx)
     finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(live.pid, signal.SIGCONT)
         live.send_signal(signal.SIGTERM)
         try:
             live.wait(timeout=ctx.grace_period + 10)
