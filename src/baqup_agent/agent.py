@@ -50,7 +50,7 @@ if TYPE_CHECKING:
     from baqup_agent.contract import Cancel
     from baqup_agent.heartbeat import HeartbeatThread
     from baqup_agent.restore import PublishedOutput
-    from baqup_agent.staging import Staging
+    from baqup_agent.staging import JobLock, Staging
 
 PROGRESS_INTERVAL = 1.0
 """Seconds, at least, between two progress messages sent by ``Context.progress``."""
@@ -362,13 +362,43 @@ class _Job:
         self.exit_process = exit_process
         self.progress = ProgressCounter()
         self.staging: Staging | None = None
+        self.job_lock: JobLock | None = None
         self.outcome: _Outcome | None = None
         self._report_lock = threading.Lock()
         self._reported: bool | None = None  # None until reported; then delivered or not
 
     def run(self) -> int:
+        """Run the job and return its exit code.
+
+        A backup holds the job's lock from before its first bus message until its last
+        (contract section 4.7): a duplicate is refused without touching the bus, and a
+        rerun of a published job only makes sure its result was delivered.
+        """
+        if self.role is not Role.BACKUP:
+            return self._run()  # restore reruns redo the work: no lock
+        from baqup_agent.staging import JobLock
+
+        try:
+            self.job_lock = JobLock(self.config["BAQUP_STAGING_DIR"], self.config.job_id)
+            self.job_lock.acquire()
+        except Exception as exc:  # stderr only: the bus belongs to the run holding it
+            summary = classify(exc)
+            self.logger.fatal(
+                "refused to start: cannot take the job's lock",
+                error=summary.message,
+                exit_code=summary.exit_code,
+            )
+            return int(summary.exit_code)
+        try:
+            if os.path.lexists(Path(self.config["BAQUP_STAGING_DIR"]) / self.config.job_id):
+                return self._rerun()
+            return self._run()
+        finally:
+            self.job_lock.release()
+
+    def _open_bus(self) -> int | None:
+        """Set up ``self.bus``; the exit code when that fails (None when it worked)."""
         from baqup_agent.bus import BusClient
-        from baqup_agent.heartbeat import HeartbeatThread
 
         try:
             self.bus = BusClient(self.config, self.logger)
@@ -376,6 +406,67 @@ class _Job:
             summary = classify(exc)
             self.logger.fatal("could not set up the bus", exc=exc, exit_code=summary.exit_code)
             return int(summary.exit_code)
+        return None
+
+    def _rerun(self) -> int:
+        """A backup whose output is already published: verify it, then deliver the
+        earlier run's spool and, only when the bus has none, a result (section 4.7)."""
+        from baqup_agent.errors import DataError
+        from baqup_agent.restore import PublishedOutput
+
+        output = Path(self.config["BAQUP_STAGING_DIR"]) / self.config.job_id
+        try:
+            published = PublishedOutput.open(output)
+            if published.manifest.job_id != self.config.job_id:
+                raise DataError(
+                    f"{output} holds the output of job {published.manifest.job_id}, "
+                    f"not {self.config.job_id}"
+                )
+            published.verify()
+        except Exception as exc:
+            summary = classify(exc)
+            self.logger.fatal(
+                "the job's published output does not verify; its recorded result is left alone",
+                exc=exc,
+                exit_code=summary.exit_code,
+                output_path=str(output),
+            )
+            return int(summary.exit_code)
+        failed = self._open_bus()  # replays what an earlier run left in the spool
+        if failed is not None:
+            return failed
+        try:
+            recorded = self.bus.has_result()
+            if recorded is False:
+                artifacts = published.manifest.artifacts
+                recorded = self.bus.send_result(
+                    ResultStatus.SUCCESS,
+                    ExitCode.SUCCESS,
+                    False,
+                    round(time.monotonic() - self.started, 3),
+                    output_path=str(output),
+                    artifacts=len(artifacts),
+                    bytes=sum(a.size_bytes for a in artifacts),
+                )
+        finally:
+            self.bus.close()  # its last replay may still deliver a spooled result
+        delivered = bool(recorded) or self.bus.result_delivered
+        code = ExitCode.SUCCESS if delivered else ExitCode.COMPLETED_UNREPORTED
+        self.logger.info(
+            "job already complete: its output is published and verified; nothing to do",
+            output_path=str(output),
+            result_delivered=delivered,
+            exit_code=code,
+        )
+        return int(code)
+
+    def _run(self) -> int:
+        """A job that does its work: from the first state change to the result."""
+        from baqup_agent.heartbeat import HeartbeatThread
+
+        failed = self._open_bus()
+        if failed is not None:
+            return failed
         self.machine = StateMachine(on_change=self._send_state)
         self.cancellation = Cancellation(
             float(self.config["BAQUP_GRACE_PERIOD"]),
@@ -458,7 +549,10 @@ class _Job:
             from baqup_agent.staging import Staging
 
             self.staging = Staging(
-                self.config["BAQUP_STAGING_DIR"], self.config.job_id, self.logger
+                self.config["BAQUP_STAGING_DIR"],
+                self.config.job_id,
+                self.logger,
+                job_lock=self.job_lock,
             )
             self.staging.prepare()
         else:
@@ -586,9 +680,8 @@ class _Job:
     def _force_exit(self, why: str, may_discard: bool, deadline: float) -> int:
         """The watchdog's exit (grace period over, or a second signal): runs in its thread."""
         outcome = self.outcome
+        discard = outcome is None and may_discard
         if outcome is None:
-            if may_discard:
-                self._discard()
             outcome = _Outcome(
                 ResultStatus.CANCELLED,
                 Cancelled.exit_code,
@@ -598,12 +691,18 @@ class _Job:
         delivered: list[bool] = []
 
         def report() -> None:
+            # Nothing may follow the result: the heartbeat is told to stop, without
+            # waiting for a beat in flight (the bus drops anything sent after the result).
+            self.heartbeat.stop(0)
             self._enter_final(outcome)
             delivered.append(self._report(outcome))
 
-        # The bus may be slow or held by the job thread: report only within the deadline.
+        # The bus may be slow or held by the job thread: report only within the deadline,
+        # while staging is removed here.
         reporter = threading.Thread(target=report, name="baqup-final-report", daemon=True)
         reporter.start()
+        if discard:
+            self._discard()
         reporter.join(timeout=max(0.0, deadline - time.monotonic()))
         return int(_exit_code(outcome, bool(delivered and delivered[0])))
 

@@ -22,7 +22,6 @@ Delivery rules (docs/bus.md):
 from __future__ import annotations
 
 import threading
-import time
 import uuid
 from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
@@ -48,13 +47,28 @@ from baqup_agent.contract import (
 )
 from baqup_agent.control import ControlListener
 from baqup_agent.errors import ConfigError, IOFailure, summarize
-from baqup_agent.keys import MESSAGE_FIELD, RESULT_TTL_SECONDS, default_spool_dir, job_keys
+from baqup_agent.keys import (
+    MESSAGE_FIELD,
+    RESULT_TTL_SECONDS,
+    JobKeys,
+    default_spool_dir,
+    job_keys,
+)
 from baqup_agent.redaction import REDACTOR
-from baqup_agent.redis_client import Backoff, connect_redis, entry_messages, is_redis_error
+from baqup_agent.redis_client import (
+    Backoff,
+    check_redis_url,
+    connect_redis,
+    entry_messages,
+    is_redis_error,
+    pool_connection,
+)
 from baqup_agent.secret import Secret
 from baqup_agent.spool import Spool
 
 if TYPE_CHECKING:
+    import argparse
+
     from baqup_agent.logger import Logger
     from baqup_agent.redis_client import RedisClient as RedisClient  # re-exported for types
 
@@ -67,6 +81,9 @@ __all__ = [
     "connect_redis",
     "entry_messages",
     "is_redis_error",
+    "queue_message",
+    "replay_command",
+    "replay_spool",
 ]
 
 AgentMessage = StateChange | Heartbeat | ProgressUpdate | Result
@@ -75,6 +92,12 @@ STREAM_MAXLEN = 100_000
 """Approximate cap of the events stream: far above a job's traffic (a heartbeat every
 10 s for a week is 60,480 entries) while bounding a runaway agent's memory use."""
 REPLAY_BATCH = 500
+
+SEND_BUDGET_MAX = 1.0
+"""Longest time, in seconds, a send may wait for Redis in the job's or the heartbeat's
+thread: a quarter of the heartbeat interval, at least 0.1 s and at most this (and
+never more than ``command_timeout``). Past it the message goes to the spool and a
+background thread takes over: reconnecting, replaying, logging the outage."""
 
 
 def _reveal(value: Any) -> str | None:
@@ -130,6 +153,10 @@ class BusClient:
         self._register_secrets()
         self._connect_timeout = connect_timeout
         self._command_timeout = command_timeout
+        self.send_budget = min(
+            command_timeout, max(0.1, min(SEND_BUDGET_MAX, self.heartbeat_interval / 4))
+        )
+        """Seconds a send waits for Redis before it spools (see ``SEND_BUDGET_MAX``)."""
         self._result_timeout = result_timeout
         self._maxlen = stream_maxlen
         self._cluster = cluster
@@ -141,13 +168,22 @@ class BusClient:
         )
         self.spool = Spool(Path(str(root)), self.job_id)
 
-        self._lock = threading.Lock()  # one message at a time: seq order == delivery order
-        self._redis: RedisClient | None = None
+        # One message at a time: seq order == delivery order. Held for at most one
+        # round trip of ``send_budget``; never while connecting or replaying.
+        self._lock = threading.Lock()
+        self._replay_lock = threading.Lock()  # one replay at a time (its own client)
+        self._redis: RedisClient | None = None  # live sends, socket timeout send_budget
+        self._replay_redis: RedisClient | None = None  # replays, command_timeout
         self._conn: Any = None  # see _send: the connection of unacknowledged sends
         self._in_flight: bytes | None = None
         self._degraded = False  # True while the spool holds messages Redis lacks
+        self._drained = threading.Event()  # set while not degraded
+        self._drained.set()
+        self._replay_wake = threading.Event()
+        self._replayer: threading.Thread | None = None
         self._backoff = Backoff()
         self._outage_logged = False
+        self._sealed = False  # the result is out: nothing may follow it
         self._result_spooled = False
         self.result_delivered = False
         """Whether the result reached the controller (Redis, or the spool in spool-only
@@ -276,6 +312,27 @@ class BusClient:
         self.result_delivered = delivered
         return delivered
 
+    def has_result(self) -> bool | None:
+        """Whether the controller has this job's result already (a rerun, contract 4.7).
+
+        True: the result key is in Redis (spool-only mode: a result is in the spool).
+        None: Redis cannot be reached but a result waits in the spool for replay.
+        False: nobody has one.
+        """
+        if self._url is None:
+            return self.spool.holds_result()
+        if self._degraded:
+            self._retry_replay(self._result_timeout)
+        client = self._redis
+        if not self._degraded and client is not None:
+            try:
+                return bool(client.exists(self.keys.result))
+            except Exception as exc:
+                if not is_redis_error(exc):
+                    raise
+                self._outage(exc)
+        return None if self.spool.holds_result(pending_only=True) else False
+
     def on_cancel(self, callback: Callable[[Cancel], None]) -> None:
         """Call ``callback(cancel)`` for each valid cancel addressed to this job.
 
@@ -297,18 +354,23 @@ class BusClient:
     def close(self) -> None:
         """Stop the listener, make a last replay attempt, close connections and files."""
         self._stop.set()
+        self._replay_wake.set()
         if self._control is not None:
             self._control.close(self._command_timeout)
+        if self._replayer is not None:  # a replayer stuck on a hung Redis is left behind
+            self._replayer.join(self.send_budget)
         with self._lock:
             self._flush()
-            if self._url is not None and self.spool.has_pending:
-                self._replay()
+        if self._url is not None and self.spool.has_pending:
+            self._replay_once(blocking=False)
+        with self._lock:
             if self._result_spooled and not self.spool.has_pending:
                 self.result_delivered = True
             if self._conn is not None:
                 self._conn.disconnect()
-            if self._redis is not None:
-                self._redis.close()
+            for client in (self._redis, self._replay_redis):
+                if client is not None:
+                    client.close()
             self.spool.close()
 
     def flush(self) -> None:
@@ -330,6 +392,9 @@ class BusClient:
         """Build, validate and deliver one message; True when Redis (or the spool in
         spool-only mode) has it, False when it waits in the spool."""
         with self._lock:
+            if self._sealed:  # e.g. a heartbeat racing a forced exit's result
+                self._log.debug("bus message after the result dropped")
+                return False
             message = build(
                 {
                     "id": uuid.uuid4(),
@@ -340,15 +405,15 @@ class BusClient:
                 }
             )
             self._seq += 1  # after validation: a rejected message does not leave a gap
+            self._sealed = isinstance(message, Result)
             data = message.model_dump_json(exclude_none=True).encode()
             if self._url is None:
                 self._spool_append(data)
                 return True
             if self._degraded or self._redis is None:
                 self._spool_append(data)  # after the spooled ones, never before them
-                if self._backoff.ready():
-                    self._replay()
-                return not self._degraded
+                self._replay_wake.set()
+                return False
             try:
                 self._complete_in_flight()
                 self._send(message, data)
@@ -357,19 +422,27 @@ class BusClient:
                 if not is_redis_error(exc):
                     raise
                 self._degrade(exc, data)
-            return not self._degraded
+            return False
 
     def _degrade(self, exc: BaseException, data: bytes | None = None) -> None:
-        """A command failed: spool the unacknowledged message and ``data`` (in seq
-        order) and try a replay at once (a stale pooled connection is the usual cause)."""
-        self._outage(exc)
-        self._degraded = True
+        """A command failed (lock held): spool the unacknowledged message and ``data``
+        (in seq order) and wake the replayer, which retries at once (a stale pooled
+        connection is the usual cause) and logs the outage when that fails too."""
+        self._log.debug("Redis command failed; spooling", error=summarize(exc))
+        self._set_degraded(True)
         if self._in_flight is not None:  # applied or not: the replay's tail check decides
             self._spool_append(self._in_flight)
             self._in_flight = None
         if data is not None:
             self._spool_append(data)
-        self._replay()
+        self._start_replayer()
+
+    def _set_degraded(self, degraded: bool) -> None:
+        self._degraded = degraded
+        if degraded:
+            self._drained.clear()
+        else:
+            self._drained.set()
 
     def _spool_append(self, data: bytes) -> None:
         try:
@@ -412,7 +485,7 @@ class BusClient:
         from redis import Redis
 
         if self._conn is None and isinstance(self._redis, Redis):
-            self._conn = self._redis.connection_pool.get_connection()
+            self._conn = pool_connection(self._redis)
         return self._conn
 
     def _complete_in_flight(self) -> None:
@@ -428,39 +501,41 @@ class BusClient:
 
     def _queue(self, pipe: Any, kind: str, data: bytes) -> None:
         """Queue one message's stream entry (and the result key) on a pipeline."""
-        keys = self.keys
-        pipe.xadd(keys.events, {MESSAGE_FIELD: data}, maxlen=self._maxlen, approximate=True)
-        if kind == "result":
-            pipe.set(keys.result, data, ex=RESULT_TTL_SECONDS)
-            pipe.expire(keys.events, RESULT_TTL_SECONDS)
-            pipe.expire(keys.control, RESULT_TTL_SECONDS)
+        queue_message(pipe, self.keys, kind, data, self._maxlen)
 
     # -- connection, outage and replay --------------------------------------------
 
     def _start_redis(self) -> None:
         try:
-            self._redis = self._connect()
+            check_redis_url(self._url or "")
         except ValueError as exc:  # a URL redis-py cannot use: a config error (exit 64)
+            raise ConfigError(f"BAQUP_REDIS_URL: {exc}") from exc
+        if self.spool.has_pending:  # a previous run of this job left messages behind
+            self._set_degraded(True)
+            if not self._replay_once():  # at once: a rerun needs to know what Redis has
+                self._start_replayer()
+            return
+        try:
+            self._redis = self._connect(timeout=self.send_budget)
+        except ValueError as exc:  # e.g. a /DB on a cluster
             raise ConfigError(f"BAQUP_REDIS_URL: {exc}") from exc
         except Exception as exc:
             if not is_redis_error(exc):
                 raise
-            self._degraded = True
+            self._set_degraded(True)
             self._outage(exc)
             self._backoff.failed()
-            return
-        if self.spool.has_pending:  # a previous run of this job left messages behind
-            self._degraded = True
-            self._replay()
+            self._start_replayer()
 
-    def _connect(self, block_seconds: float = 0.0) -> RedisClient:
-        """A new client; its command timeout allows for a command blocking that long."""
+    def _connect(self, block_seconds: float = 0.0, *, timeout: float | None = None) -> RedisClient:
+        """A new client; its command timeout (``timeout``, default ``command_timeout``)
+        allows for a command blocking ``block_seconds``."""
         assert self._url is not None
         return connect_redis(
             self._url,
             password=self._password,
-            connect_timeout=self._connect_timeout,
-            command_timeout=self._command_timeout + block_seconds,
+            connect_timeout=min(self._connect_timeout, timeout or self._connect_timeout),
+            command_timeout=(timeout or self._command_timeout) + block_seconds,
             cluster=self._cluster,
         )
 
@@ -509,66 +584,83 @@ class BusClient:
                 spool=where,
             )
 
-    def _replay(self) -> None:
-        """Send the spool's pending messages to Redis in order (lock held).
+    def _start_replayer(self) -> None:
+        """Start the background replayer once (lock held or in ``__init__``)."""
+        if self._replayer is None and not self._stop.is_set():
+            self._replayer = threading.Thread(
+                target=self._replay_loop, name=f"baqup-replay-{self.job_id}", daemon=True
+            )
+            self._replayer.start()
+        self._replay_wake.set()
 
-        On success the client leaves degraded mode; on failure it stays there and the
-        next attempt waits for the backoff.
+    def _replay_loop(self) -> None:
+        """The replayer thread: while degraded, replay with backoff, until ``close()``."""
+        while not self._stop.is_set():
+            wait = None if not self._degraded else self._backoff.remaining()
+            if wait is None or wait > 0:
+                self._replay_wake.wait(wait)
+                self._replay_wake.clear()
+                continue
+            try:
+                self._replay_once()
+            except Exception as exc:  # a bug, not an outage: keep the thread alive
+                self._log.error("bus replay failed", exc=exc)
+                self._backoff.failed()
+
+    def _replay_once(self, *, blocking: bool = True) -> bool:
+        """One replay attempt: send the spool's pending messages to Redis in order, then
+        go back to live sends. Never holds the send lock across a round trip.
+
+        The first failure of an outage is logged at WARN (a stale connection that
+        works again at once is no outage: DEBUG); the recovery at INFO. Without
+        ``blocking``, gives up at once when another replay is under way.
         """
+        if not self._replay_lock.acquire(blocking=blocking):
+            return False
         try:
-            if self._redis is None:
-                self._redis = self._connect()
-            sent = self._replay_pending(self._redis)
-        except Exception as exc:
-            if not is_redis_error(exc):
-                raise
-            self._outage(exc)
-            self._backoff.failed()
-            return
-        self._degraded = False
-        self._backoff.reset()
-        if self._outage_logged or sent:
-            self._log.info("Redis reachable; replayed the spooled bus messages", replayed=sent)
-        self._outage_logged = False
+            if not self._degraded:
+                return True
+            sent = 0
+            try:
+                if self._replay_redis is None:
+                    self._replay_redis = self._connect()
+                while True:
+                    sent += self._replay_pending(self._replay_redis)
+                    if self._redis is None:
+                        self._redis = self._connect(timeout=self.send_budget)
+                    with self._lock:  # new messages may have been spooled meanwhile
+                        if not self.spool.has_pending:
+                            self._set_degraded(False)
+                            break
+            except Exception as exc:
+                if not is_redis_error(exc):
+                    raise
+                self._outage(exc)
+                self._backoff.failed()
+                return False
+            self._backoff.reset()
+            if self._outage_logged:
+                self._log.info("Redis reachable; replayed the spooled bus messages", replayed=sent)
+            else:
+                self._log.debug("reconnected to Redis", replayed=sent)
+            self._outage_logged = False
+            return True
+        finally:
+            self._replay_lock.release()
 
     def _replay_pending(self, client: RedisClient) -> int:
         """Replay in batches; return how many messages were sent."""
-        sent = 0
-        # A message whose command failed may still have been applied (reply lost);
-        # it can only be at the tail of the stream, so look there once and skip it.
-        tail = entry_messages(client.xrevrange(self.keys.events, count=REPLAY_BATCH))
-        in_stream = {_head(raw).get("id") for _, raw in tail} - {None}
-        while batch := self.spool.pending(REPLAY_BATCH):
-            pipe = client.pipeline(transaction=False)
-            queued = 0
-            for _, line in batch:
-                head = _head(line)  # an unparsable line is replayed as is; readers drop it
-                if head.get("id") in in_stream:
-                    continue
-                self._queue(pipe, str(head.get("type")), line)
-                queued += 1
-            if queued:
-                pipe.execute()
-            self.spool.mark_replayed(batch[-1][0])
-            sent += queued
-        return sent
+        return replay_spool(client, self.spool, self.keys, self._maxlen, refresh_heartbeat=True)
 
     def _retry_replay(self, timeout: float) -> bool:
-        """Retry the replay with backoff for up to ``timeout`` s; True when drained."""
-        deadline = time.monotonic() + timeout
-        while True:
-            with self._lock:
-                if not self._degraded:
-                    return True
-                if self._backoff.ready():
-                    self._replay()
-                    if not self._degraded:
-                        return True
-            wait = min(self._backoff.delay or self._backoff.initial, deadline - time.monotonic())
-            if wait <= 0:
-                return False
-            if self._stop.wait(wait):
-                return False
+        """Wait up to ``timeout`` s for the replayer to drain the spool; True when it did."""
+        if not self._degraded:
+            return True
+        with self._lock:
+            self._start_replayer()
+        self._backoff.reset()  # the result is waiting: retry now, then from the start
+        self._replay_wake.set()
+        return self._drained.wait(timeout) and not self._degraded
 
     def _stream_next_seq(self) -> int:
         """One past the highest seq this agent has in the stream (0 when none)."""
@@ -586,6 +678,127 @@ class BusClient:
             if head.get("agent_id") == self.agent_id and isinstance(head.get("seq"), int)
         ]
         return max(seqs, default=-1) + 1
+
+
+def queue_message(pipe: Any, keys: JobKeys, kind: str, data: bytes, maxlen: int) -> None:
+    """Queue one message's stream entry (and, for a result, the result key and the
+    streams' expiry) on a pipeline."""
+    pipe.xadd(keys.events, {MESSAGE_FIELD: data}, maxlen=maxlen, approximate=True)
+    if kind == "result":
+        pipe.set(keys.result, data, ex=RESULT_TTL_SECONDS)
+        pipe.expire(keys.events, RESULT_TTL_SECONDS)
+        pipe.expire(keys.control, RESULT_TTL_SECONDS)
+
+
+def replay_spool(
+    client: RedisClient,
+    spool: Spool,
+    keys: JobKeys,
+    maxlen: int = STREAM_MAXLEN,
+    *,
+    refresh_heartbeat: bool = False,
+) -> int:
+    """Send ``spool``'s pending messages to Redis in order, in pipelined batches,
+    recording each batch as replayed; return how many were sent. Raises the Redis
+    error of a failed batch (the batches before it stay recorded).
+
+    ``refresh_heartbeat`` (a live agent): the heartbeat key is set from the batch's
+    last heartbeat, so a live job does not look dead after an outage."""
+    sent = 0
+    # A message whose command failed may still have been applied (reply lost);
+    # it can only be at the tail of the stream, so look there once and skip it.
+    tail = entry_messages(client.xrevrange(keys.events, count=REPLAY_BATCH))
+    in_stream = {_head(raw).get("id") for _, raw in tail} - {None}
+    while batch := spool.pending(REPLAY_BATCH):
+        pipe = client.pipeline(transaction=False)
+        queued = 0
+        beat: tuple[bytes, float] | None = None
+        for _, line in batch:
+            head = _head(line)  # an unparsable line is replayed as is; readers drop it
+            ttl = head.get("ttl_seconds")
+            if head.get("type") == "heartbeat" and isinstance(ttl, (int, float)):
+                beat = (line, float(ttl))
+            if head.get("id") in in_stream:
+                continue
+            queue_message(pipe, keys, str(head.get("type")), line, maxlen)
+            queued += 1
+        refresh = refresh_heartbeat and beat is not None
+        if refresh and beat is not None:
+            pipe.set(keys.heartbeat, beat[0], px=max(1, int(beat[1] * 1000)))
+        if queued or refresh:
+            pipe.execute()
+        spool.mark_replayed(batch[-1][0])
+        sent += queued
+    return sent
+
+
+def replay_command(args: argparse.Namespace) -> int:
+    """``baqup-agent replay JOB_ID --spool-dir DIR --redis-url URL``: deliver a job's
+    spool to Redis once, without running the agent (docs/bus.md#replay).
+
+    Exit 0 when Redis has every spooled message (also when there was nothing to
+    replay), 64 for bad arguments, 69 when Redis cannot be reached or fails midway
+    (what was delivered stays recorded: run it again), 74 when the spool cannot be
+    read or its ``replayed`` offset written.
+    """
+    import os
+    import sys
+
+    from baqup_agent.paths import is_job_id
+
+    def say(text: str, stream: Any = sys.stdout) -> None:
+        print(f"baqup-agent replay: {REDACTOR.redact(text)}", file=stream, flush=True)
+
+    url = args.redis_url or os.environ.get("BAQUP_REDIS_URL") or None
+    password = os.environ.get("BAQUP_REDIS_PASSWORD") or None
+    for value in (url, password, urlsplit(url or "").password):
+        if value:
+            Secret(value)  # redacted from every line below
+    root = Path(args.spool_dir)
+    if url is None or not is_job_id(args.job_id) or not root.is_dir():
+        problem = (
+            "give --redis-url (or set BAQUP_REDIS_URL)"
+            if url is None
+            else f"invalid job id {args.job_id!r}"
+            if not is_job_id(args.job_id)
+            else f"--spool-dir {root} is not a directory"
+        )
+        say(problem, sys.stderr)
+        return int(ExitCode.USAGE_CONFIG_ERROR)
+    try:
+        check_redis_url(url)
+    except ValueError as exc:
+        say(f"the Redis URL cannot be used: {exc}", sys.stderr)
+        return int(ExitCode.USAGE_CONFIG_ERROR)
+    try:
+        spool = Spool(root, args.job_id)
+    except OSError as exc:
+        say(f"cannot read the spool of job {args.job_id}: {summarize(exc)}", sys.stderr)
+        return int(ExitCode.IO_ERROR)
+    if not spool.has_pending:
+        say(f"job {args.job_id}: nothing to replay (no unreplayed message in {spool.path})")
+        return int(ExitCode.SUCCESS)
+    from redis.exceptions import RedisError
+
+    client: RedisClient | None = None
+    try:
+        client = connect_redis(url, password=password)
+        sent = replay_spool(client, spool, job_keys(args.job_id))
+    except ValueError as exc:  # e.g. a /DB on a cluster
+        say(f"the Redis URL cannot be used: {exc}", sys.stderr)
+        return int(ExitCode.USAGE_CONFIG_ERROR)
+    except RedisError as exc:  # redis-py wraps socket errors in its own
+        say(f"Redis unreachable: {summarize(exc)}; run replay again later", sys.stderr)
+        return int(ExitCode.RESOURCE_UNAVAILABLE)
+    except OSError as exc:
+        say(f"cannot use the spool {spool.path}: {summarize(exc)}", sys.stderr)
+        return int(ExitCode.IO_ERROR)
+    finally:
+        spool.close()
+        if client is not None:
+            client.close()
+    say(f"job {args.job_id}: replayed {sent} message(s) to Redis")
+    return int(ExitCode.SUCCESS)
 
 
 def _redact(text: str | None) -> str | None:

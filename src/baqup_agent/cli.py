@@ -15,6 +15,7 @@ from collections.abc import Sequence
 _COMMANDS = {
     "validate-config": ("baqup_agent.schema", "validate_config_command"),
     "watch": ("baqup_agent.reader", "watch_command"),
+    "replay": ("baqup_agent.bus", "replay_command"),
     "conformance": ("baqup_agent.conformance.cli", "conformance_command"),
 }
 
@@ -38,6 +39,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--spool-dir", help="spool directory to read as well")
     p.add_argument("--no-follow", action="store_true", help="print what is there and exit")
     p.add_argument("--json", action="store_true", help="print each event as JSON")
+
+    p = sub.add_parser(
+        "replay",
+        help="deliver a job's spool to Redis once, without running the agent "
+        "(exit 0, 64, 69 Redis unreachable, 74 spool unusable)",
+    )
+    p.add_argument("job_id", help="the job whose spool to replay")
+    p.add_argument("--spool-dir", required=True, help="the spool directory (BAQUP_SPOOL_DIR)")
+    p.add_argument("--redis-url", help="Redis URL (default: $BAQUP_REDIS_URL)")
 
     p = sub.add_parser("conformance", help="check an agent against the contract")
     p.add_argument("--role", choices=["backup", "restore", "both"], default="both")

@@ -1,8 +1,9 @@
 """The control listener: controller->agent messages for one job (contract section 3).
 
 A daemon thread reads the job's control stream from its beginning (``XREAD BLOCK``
-from ``0``, so a cancel sent before the agent listened is seen) and polls
-``control.jsonl`` in the spool (how a cancel arrives without Redis). Each valid
+from ``0``, so a cancel sent before the agent listened is seen); another polls
+``control.jsonl`` in the spool (how a cancel arrives without Redis) every
+``CONTROL_POLL_SECONDS``, whatever Redis is doing. Each valid
 cancel addressed to the job is dispatched once to every callback; invalid or foreign
 entries are logged and ignored. A Redis outage is retried with backoff.
 """
@@ -55,7 +56,8 @@ class ControlListener:
         self._log = logger
         self._stop = stop
         self._connect = connect
-        self._thread: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
+        self._dispatch_lock = threading.Lock()  # both threads may see one cancel
         self._client: RedisClient | None = None
         self._callbacks: list[Callable[[Cancel], None]] = []
         self._seen_cancels: set[uuid.UUID] = set()
@@ -63,31 +65,38 @@ class ControlListener:
     def add(self, callback: Callable[[Cancel], None]) -> None:
         """Call ``callback(cancel)`` for each cancel; start the thread, once."""
         self._callbacks.append(callback)
-        if self._thread is None:
-            self._thread = threading.Thread(
-                target=self._listen, name=f"baqup-control-{self.job_id}", daemon=True
-            )
-            self._thread.start()
+        if not self._threads:
+            targets = [self._poll_file] + ([self._listen] if self._connect else [])
+            for target in targets:
+                thread = threading.Thread(
+                    target=target, name=f"baqup-control-{self.job_id}", daemon=True
+                )
+                thread.start()
+                self._threads.append(thread)
 
     def close(self, command_timeout: float) -> None:
         """Wake the thread's blocked XREAD and wait for it to end (``stop`` is set)."""
         client = self._client
         if client is not None:
             client.close()
-        if self._thread is not None:
-            self._thread.join(timeout=CONTROL_BLOCK_MS / 1000 + command_timeout)
+        for thread in self._threads:
+            thread.join(timeout=CONTROL_BLOCK_MS / 1000 + command_timeout)
+
+    def _poll_file(self) -> None:
+        """A thread: control.jsonl every CONTROL_POLL_SECONDS."""
+        offset = 0
+        while True:
+            offset = self._poll_control_file(offset)
+            if self._stop.wait(CONTROL_POLL_SECONDS):
+                return
 
     def _listen(self) -> None:
-        """The thread: XREAD BLOCK from 0, and control.jsonl."""
+        """A thread: XREAD BLOCK on the control stream from 0."""
+        assert self._connect is not None
         last_id = "0-0"
-        file_offset = 0
         backoff = Backoff(initial=0.1)
         logged = False
         while not self._stop.is_set():
-            file_offset = self._poll_control_file(file_offset)
-            if self._connect is None:
-                self._stop.wait(CONTROL_POLL_SECONDS)
-                continue
             try:
                 if self._client is None:
                     client = self._connect(CONTROL_BLOCK_MS / 1000)
@@ -146,9 +155,10 @@ class ControlListener:
         if message.job_id != self.job_id:
             self._log.warn("ignored a cancel for another job", entry=where, job=message.job_id)
             return
-        if message.id in self._seen_cancels:
-            return
-        self._seen_cancels.add(message.id)
+        with self._dispatch_lock:
+            if message.id in self._seen_cancels:
+                return
+            self._seen_cancels.add(message.id)
         self._log.info("cancel received", entry=where, reason=message.reason)
         for callback in list(self._callbacks):
             try:

@@ -12,13 +12,14 @@ import argparse
 import os
 import sys
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
 from pydantic import ValidationError
 
-from baqup_agent.bus import connect_redis, entry_messages, is_redis_error
+from baqup_agent.bus import Backoff, connect_redis, entry_messages, is_redis_error
 from baqup_agent.contract import (
     BusMessage,
     Cancel,
@@ -43,6 +44,27 @@ Message = StateChange | Heartbeat | ProgressUpdate | Result | Cancel
 """One validated bus message (the root of ``BusMessage``)."""
 
 XRANGE_PAGE = 1000
+
+REDIS_GIVE_UP_SECONDS = 120.0
+"""How long ``follow()`` (and ``watch``) waits for an unreachable Redis, reconnecting
+with backoff, before it gives up (``watch`` then exits 69); only without a spool to
+read meanwhile."""
+
+
+class Delivery(NamedTuple):
+    """Where a message was found: the events stream (with its entry id) and/or the
+    spool. A message in both was spooled first and replayed later."""
+
+    stream_entry: str | None
+    in_spool: bool
+
+    @property
+    def replayed_at(self) -> datetime | None:
+        """When Redis got a spooled message (the time of its stream entry id)."""
+        if self.stream_entry is None or not self.in_spool:
+            return None
+        millis = int(self.stream_entry.split("-")[0])
+        return datetime.fromtimestamp(millis / 1000, timezone.utc)
 
 
 class JobEvents:
@@ -78,6 +100,24 @@ class JobEvents:
         self._stream_id = "0-0"  # last events stream entry read
         self._spool_offset = 0  # bytes of events.jsonl read
         self._redis_down = False
+        self._down_since: float | None = None
+        self._give_up: float | None = None  # set by follow() without a spool
+        self._backoff = Backoff(initial=0.2)
+        self._origins: dict[str, Delivery] = {}
+
+    @property
+    def has_redis(self) -> bool:
+        """Whether a Redis URL was given."""
+        return self._url is not None
+
+    @property
+    def has_spool(self) -> bool:
+        """Whether a spool directory was given."""
+        return self._events_path is not None
+
+    def delivery(self, message: Message) -> Delivery:
+        """Where ``message`` was found so far (stream entry, spool)."""
+        return self._origins.get(str(message.id), Delivery(None, False))
 
     # -- public API ----------------------------------------------------------------
 
@@ -95,13 +135,21 @@ class JobEvents:
         poll_interval: float = 0.25,
         until_result: bool = True,
         timeout: float | None = None,
+        redis_give_up: float = REDIS_GIVE_UP_SECONDS,
+        on_empty: Callable[[], None] | None = None,
     ) -> Iterator[Message]:
-        """Yield the history, then each new message as it arrives.
+        """Yield the history, then each new message as it arrives, each once.
 
-        Stops after the result when ``until_result``, or after ``timeout`` seconds.
+        Stops after the result when ``until_result``, or after ``timeout`` seconds. An
+        unreachable Redis is retried with backoff, going on from the last entry read;
+        without a spool, its error is raised after ``redis_give_up`` seconds.
+        ``on_empty`` is called once when the job has no message yet.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
+        self._give_up = None if self._events_path is not None else redis_give_up
         batch: list[Message] = self.read()
+        if not batch and on_empty is not None:
+            on_empty()
         while True:
             for message in batch:
                 yield message
@@ -152,14 +200,25 @@ class JobEvents:
         except Exception as exc:
             if not is_redis_error(exc):
                 raise
-            if self._events_path is None:
+            now = time.monotonic()
+            self._down_since = self._down_since or now
+            if self._events_path is None and (
+                self._give_up is None or now - self._down_since > self._give_up
+            ):
                 raise
             if not self._redis_down:
-                self._log.warn("Redis unreachable; reading the spool only", error=summarize(exc))
+                where = "reading the spool only" if self._events_path else "reconnecting"
+                self._log.warn(f"Redis unreachable; {where}", error=summarize(exc))
             self._redis_down = True
             self.close()
+            if self._events_path is None:
+                time.sleep(self._backoff.failed())
             return []
+        if self._redis_down:
+            self._log.warn("Redis reachable again; going on from the last entry read")
         self._redis_down = False
+        self._down_since = None
+        self._backoff.reset()
         return out
 
     def _xrange_all(self, client: RedisClient) -> list[tuple[str, bytes | None]]:
@@ -198,6 +257,12 @@ class JobEvents:
                 self._log.warn("skipped a message of another job", entry=where, job=message.job_id)
                 continue
             key = str(message.id)
+            seen = self._origins.get(key, Delivery(None, False))
+            if where.startswith("stream entry "):
+                seen = seen._replace(stream_entry=where.removeprefix("stream entry "))
+            elif where != self.keys.result:
+                seen = seen._replace(in_spool=True)
+            self._origins[key] = seen
             if key in self._seen:
                 continue
             self._seen.add(key)
@@ -224,9 +289,21 @@ def _progress(p: Progress) -> str:
     return f"{done}, {items} items"
 
 
-def format_event(message: Message) -> str:
-    """One readable line: time, agent and seq, type, and what the message says."""
-    when = message.timestamp.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+def _utc(moment: datetime) -> str:
+    """A time with its zone: ``2026-11-27 10:00:00.000Z`` (UTC)."""
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] + "Z"
+
+
+def format_event(
+    message: Message, delivery: Delivery | None = None, *, redis_expected: bool = False
+) -> str:
+    """One readable line: time (UTC), agent and seq, type, and what the message says.
+
+    For a result, ``delivery`` tells how it travelled: with ``redis_expected`` (the
+    job had Redis), a result found only in the spool means the agent exited 75; one
+    found in both was spooled and replayed later.
+    """
+    when = _utc(message.timestamp)
     if isinstance(message, Cancel):
         return f"{when}  controller {'':<6} {'cancel':<12}  {message.reason or ''}".rstrip()
     head = f"{when}  {message.agent_id} {f'#{message.seq}':<6} {message.type:<12}  "
@@ -245,9 +322,14 @@ def format_event(message: Message) -> str:
             text += f"  {message.message}"
     else:
         code = ExitCode(message.exit_code)
-        text = (
-            f"{message.status}  exit {code.value} ({code.name})  {message.duration_seconds:.1f} s"
-        )
+        exit_text = f"exit {code.value} ({code.name})"
+        spooled = delivery is not None and delivery.in_spool and redis_expected
+        if spooled and delivery is not None and delivery.stream_entry is None:
+            exit_text = _unreported(code, "the result reached only the spool, not Redis", True)
+        elif delivery is not None and delivery.replayed_at is not None:
+            at = _utc(delivery.replayed_at)
+            exit_text = _unreported(code, f"the result was spooled, replayed to Redis at {at}")
+        text = f"{message.status}  {exit_text}  {message.duration_seconds:.1f} s"
         if message.artifacts:
             plural = "s" if message.artifacts != 1 else ""
             text += f"  {message.artifacts} artifact{plural}, {_size(message.bytes or 0)}"
@@ -258,9 +340,25 @@ def format_event(message: Message) -> str:
     return head + text
 
 
+def _unreported(code: ExitCode, what: str, certain: bool = False) -> str:
+    """The exit of a job whose result went through the spool: a success exits 75 when
+    the result was not in Redis before the agent exited (``certain``: it still is not)."""
+    if code is not ExitCode.SUCCESS:
+        return f"exit {code.value} ({code.name}); {what}"
+    unreported = ExitCode.COMPLETED_UNREPORTED
+    if certain:
+        return f"exit {unreported.value} ({unreported.name}): {what}"
+    return (
+        f"exit {unreported.value} ({unreported.name}) unless the agent's own last replay "
+        f"delivered it: {what}"
+    )
+
+
 def watch_command(args: argparse.Namespace) -> int:
     """``baqup-agent watch JOB_ID``: print one line per event; exit when the result
-    arrives (or at once with --no-follow). 64 when there is nothing to read from."""
+    arrives (or at once with --no-follow). 64 when there is nothing to read from, 1
+    when --no-follow finds no message, 69 when Redis stays unreachable (without a
+    spool: after ``REDIS_GIVE_UP_SECONDS`` of reconnecting)."""
     env = os.environ
     url = args.redis_url or env.get("BAQUP_REDIS_URL") or None
     spool = args.spool_dir or default_spool_dir(
@@ -280,11 +378,30 @@ def watch_command(args: argparse.Namespace) -> int:
         spool_dir=spool,
         password=Secret(password) if password else None,
     )
+    where = " and ".join(
+        ([f"Redis (stream {events.keys.events})"] if url else [])
+        + ([f"the spool {Path(spool) / args.job_id / EVENTS_FILE}"] if spool else [])
+    )
+    hint = "" if spool else (
+        "; a job that runs without Redis writes only to its spool: give --spool-dir to "
+        "follow it"
+    )  # fmt: skip
+
+    def waiting() -> None:
+        print(f"baqup-agent watch: waiting for job {args.job_id} in {where}{hint}",
+              file=sys.stderr, flush=True)  # fmt: skip
+
     try:
-        stream = events.read() if args.no_follow else events.follow()
+        stream = events.read() if args.no_follow else events.follow(on_empty=waiting)
+        if args.no_follow and not stream:
+            print(f"baqup-agent watch: no message of job {args.job_id} in {where}",
+                  file=sys.stderr)  # fmt: skip
+            return int(ExitCode.GENERAL_FAILURE)
         for message in stream:
             line = (
-                message.model_dump_json(exclude_none=True) if args.json else format_event(message)
+                message.model_dump_json(exclude_none=True)
+                if args.json
+                else format_event(message, events.delivery(message), redis_expected=bool(url))
             )
             print(line, flush=True)
     except KeyboardInterrupt:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 from baqup_agent.keys import MESSAGE_FIELD
 
@@ -19,31 +19,48 @@ if TYPE_CHECKING:
 
     RedisClient = Redis | RedisCluster
 
-__all__ = ["Backoff", "connect_redis", "entry_messages", "is_redis_error"]
+__all__ = [
+    "Backoff",
+    "check_redis_url",
+    "connect_redis",
+    "entry_messages",
+    "is_redis_error",
+    "pool_connection",
+]
 
 
 class Backoff:
-    """Exponential backoff between attempts: ``initial`` doubling up to ``cap`` seconds."""
+    """Exponential backoff between attempts, with jitter so that a fleet of agents does
+    not reconnect in lockstep: the n-th failure in a row waits between
+    ``initial x 2^(n-1)`` and twice that, at most ``cap`` (redis-py's
+    ``EqualJitterBackoff``)."""
 
     def __init__(self, initial: float = 0.05, cap: float = 5.0) -> None:
         self.initial = initial
         self.cap = cap
         self.delay = 0.0
+        self.failures = 0
         self._next = 0.0
-
-    def ready(self) -> bool:
-        """Whether the next attempt is due."""
-        return time.monotonic() >= self._next
 
     def failed(self) -> float:
         """Record a failed attempt; return the delay before the next one."""
-        self.delay = min(self.cap, max(self.initial, self.delay * 2))
+        from redis.backoff import EqualJitterBackoff
+
+        self.failures += 1
+        # min() first: 2 ** failures must not overflow a float in a long outage.
+        exponent = min(self.failures - 1, 64)
+        self.delay = EqualJitterBackoff(self.cap, 2 * self.initial).compute(exponent)
         self._next = time.monotonic() + self.delay
         return self.delay
+
+    def remaining(self) -> float:
+        """Seconds until the next attempt is due (0 when it is)."""
+        return max(0.0, self._next - time.monotonic())
 
     def reset(self) -> None:
         """Record a success: the next failure starts again at ``initial``."""
         self.delay = 0.0
+        self.failures = 0
         self._next = 0.0
 
 
@@ -75,6 +92,7 @@ def connect_redis(
     if forced:
         cluster = forced[-1].lower() in ("1", "yes", "true", "on")
         parts = parts._replace(query=urlencode([(k, v) for k, v in query if k != "cluster"]))
+    check_redis_url(url)
     options: dict[str, Any] = {
         "socket_connect_timeout": connect_timeout,
         "socket_timeout": command_timeout,
@@ -99,6 +117,50 @@ def connect_redis(
     if parts.path.strip("/") not in ("", "0"):
         raise ValueError("a Redis Cluster has only database 0; drop the /DB of the URL")
     return RedisCluster.from_url(urlunsplit(parts._replace(path="")), **options)
+
+
+def check_redis_url(url: str) -> None:
+    """Raise ``ValueError`` when redis-py cannot use ``url`` (scheme, port, database,
+    an unknown or malformed query option such as ``ssl_cert_reqs=bogus``), without
+    connecting. The message never quotes the URL's password.
+
+    redis-py itself checks some of this only on the first command (where it looks
+    like an outage) and ignores a database path that is not a number.
+    """
+    import redis
+    from redis.exceptions import RedisError
+
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 (raises ValueError for a port that is not a number)
+    except ValueError as exc:
+        raise ValueError(f"not a URL: {exc}") from None
+    query = [(k, v) for k, v in parse_qsl(parts.query) if k != "cluster"]  # ours
+    try:
+        database = unquote(parts.path).strip("/")
+        if parts.scheme in ("redis", "rediss") and database and not database.isdigit():
+            raise ValueError(f"the database {database!r} is not a number")
+        pool = redis.ConnectionPool.from_url(urlunsplit(parts._replace(query=urlencode(query))))
+        pool.connection_class(**pool.connection_kwargs)  # builds it; connects later
+    except (ValueError, TypeError, RedisError) as exc:
+        message = str(exc)
+        for secret in {parts.password, unquote(parts.password or "")} - {None, ""}:
+            message = message.replace(str(secret), "***")
+        raise ValueError(message) from None
+
+
+def pool_connection(client: Redis) -> Any:
+    """A connection taken from ``client``'s pool, kept by the caller.
+
+    redis-py before 5.3 requires a command name here; later versions deprecate it.
+    """
+    import inspect
+
+    get = client.connection_pool.get_connection
+    name = inspect.signature(get).parameters.get("command_name")
+    if name is not None and name.default is inspect.Parameter.empty:
+        return get("PING")
+    return get()
 
 
 def _cluster_enabled(client: Redis) -> bool:

@@ -142,7 +142,12 @@ class Spool:
 
     def _open(self) -> None:
         created = not self.path.exists()
-        self.path.mkdir(mode=_DIR_MODE, parents=True, exist_ok=True)
+        if not self.path.parent.exists():  # the spool root: as private as a job's dir
+            self.path.parent.mkdir(mode=_DIR_MODE, parents=True, exist_ok=True)
+            os.chmod(self.path.parent, _DIR_MODE)  # whatever the umask
+        self.path.mkdir(mode=_DIR_MODE, exist_ok=True)
+        if created:
+            os.chmod(self.path, _DIR_MODE)
         new_file = not self.events_path.exists()
         self._fd = os.open(
             self.events_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, _FILE_MODE
@@ -179,6 +184,19 @@ class Spool:
             if isinstance(seq, int):
                 return seq
         return None
+
+    def holds_result(self, *, pending_only: bool = False) -> bool:
+        """Whether events.jsonl holds a ``result`` message (only among the messages
+        not replayed yet with ``pending_only``)."""
+        lines, _ = read_lines(self.events_path, self._replayed if pending_only else 0)
+        for _, line in lines:
+            try:
+                message = orjson.loads(line)
+            except orjson.JSONDecodeError:
+                continue
+            if isinstance(message, dict) and message.get("type") == "result":
+                return True
+        return False
 
     def close(self) -> None:
         """Close the append handle (the files stay)."""

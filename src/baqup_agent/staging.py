@@ -47,19 +47,66 @@ LOCKS_DIRNAME = ".locks"  # inside .staging; job ids cannot start with a dot
 DIR_MODE = 0o700  # staged directories are private (contract section 7)
 
 
+class JobLock:
+    """The lock of one job id: an exclusive ``flock`` on ``<staging>/.staging/.locks/<job_id>``.
+
+    Two live runs of one job never both hold it (contract section 4.6); the kernel
+    drops it when its holder dies, so a crashed run does not block the next one.
+    """
+
+    def __init__(self, staging_dir: str | os.PathLike[str], job_id: str) -> None:
+        if not is_job_id(job_id):
+            raise ConfigError(f"invalid job id {job_id!r}: not a safe directory name")
+        self.job_id = job_id
+        self.path = Path(staging_dir) / STAGING_DIRNAME / LOCKS_DIRNAME / job_id
+        self._fd: int | None = None
+
+    @property
+    def held(self) -> bool:
+        """Whether this process holds the lock."""
+        return self._fd is not None
+
+    def acquire(self) -> None:
+        """Take the lock; ``CantCreateOutput`` (73) when another run holds it or the
+        directories cannot be used."""
+        try:
+            self.path.parent.parent.parent.mkdir(parents=True, exist_ok=True)
+            _private_dir(self.path.parent.parent)
+            _private_dir(self.path.parent)
+            self._fd = _acquire_lock(self.path, self.job_id)
+        except OSError as exc:
+            raise CantCreateOutput(f"cannot take the lock {self.path}: {exc}") from exc
+
+    def release(self) -> None:
+        """Give the lock back (the lock file is removed)."""
+        if self._fd is not None:
+            # Unlink while holding the lock; a waiter re-checks the inode (_acquire_lock).
+            self.path.unlink(missing_ok=True)
+            os.close(self._fd)
+            self._fd = None
+
+
 class Staging:
     """The staging area of one job: prepare, write artifacts, then publish or discard.
 
     ``work_dir`` is ``<staging>/.staging/<job_id>/``, ``output_dir`` is
     ``<staging>/<job_id>/``. A lock file (``.staging/.locks/<job_id>``, held from
-    ``prepare()`` until publish or discard) keeps two live runs of one job apart.
+    ``prepare()`` until publish or discard) keeps two live runs of one job apart; a
+    ``JobLock`` passed in is used instead, and stays held until its owner releases it.
     ``discard()`` may be called from another thread (a forced exit): it waits for a
     publication in progress and never removes a published output.
     """
 
-    def __init__(self, staging_dir: str | os.PathLike[str], job_id: str, logger: Logger) -> None:
-        if not is_job_id(job_id):
-            raise ConfigError(f"invalid job id {job_id!r}: not a safe directory name")
+    def __init__(
+        self,
+        staging_dir: str | os.PathLike[str],
+        job_id: str,
+        logger: Logger,
+        *,
+        job_lock: JobLock | None = None,
+    ) -> None:
+        self._job_lock = job_lock or JobLock(staging_dir, job_id)  # checks the job id
+        self._owns_lock = job_lock is None
         self.root = Path(staging_dir)
         self.job_id = job_id
         self.logger = logger
@@ -73,8 +120,6 @@ class Staging:
         self._writers: dict[str, ArtifactWriter] = {}
         self._subdirs: set[Path] = set()
         self._lock = threading.RLock()
-        self._lock_path = self.staging_root / LOCKS_DIRNAME / job_id
-        self._lock_fd: int | None = None
         self._state = "new"  # -> prepared -> published | discarded
 
     # -- set-up ---------------------------------------------------------------------------
@@ -93,10 +138,8 @@ class Staging:
             if os.path.lexists(self.output_dir):
                 raise CantCreateOutput(f"output {self.output_dir} already exists")
             try:
-                self.root.mkdir(parents=True, exist_ok=True)
-                _private_dir(self.staging_root)
-                _private_dir(self._lock_path.parent)
-                self._lock_fd = _acquire_lock(self._lock_path, self.job_id)
+                if not self._job_lock.held:
+                    self._job_lock.acquire()
                 if os.path.lexists(self.work_dir):
                     self.logger.warn(
                         "removing leftover staging directory of a previous run",
@@ -380,11 +423,8 @@ class Staging:
         return "; ".join(f"{name}: {message}" for name, message in self.failures)
 
     def _release_lock(self) -> None:
-        if self._lock_fd is not None:
-            # Unlink while holding the lock; a waiter re-checks the inode (_acquire_lock).
-            self._lock_path.unlink(missing_ok=True)
-            os.close(self._lock_fd)
-            self._lock_fd = None
+        if self._owns_lock:
+            self._job_lock.release()
 
 
 @contextmanager

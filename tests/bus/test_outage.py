@@ -115,7 +115,7 @@ def test_a_restarted_redis_is_used_again_without_losing_the_in_flight_message(
         server.restart()
         bus.send_progress(progress(2))  # finds the dead connection, spools, reconnects
         bus.flush()
-        assert bus.connected
+        wait_for(lambda: bus.connected, what="the background replay")
         assert [m.seq for m in progress_in_redis(server.url)] == [0, 1, 2]
     finally:
         server.stop(kill=True)
@@ -132,5 +132,5 @@ def test_a_message_whose_reply_never_came_is_spooled_not_lost(
     redis_server.restart()  # ...and dies with it
     bus.send_progress(progress(1))  # reads the missing reply: both go to the spool first
     bus.flush()
-    assert bus.connected
+    wait_for(lambda: bus.connected, what="the background replay")
     assert [m.seq for m in progress_in_redis(redis_server.url)] == [0, 1]

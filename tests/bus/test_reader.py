@@ -157,7 +157,7 @@ def test_format_event_lines() -> None:
     for raw in BusMessage.model_json_schema()["examples"]:
         lines.append(format_event(BusMessage.model_validate_json(orjson.dumps(raw)).root))
     state, heartbeat, result, cancel = lines
-    assert state == "2026-11-27 10:00:00.000  fs-agent-1 #0     state_change  - -> initializing"
+    assert state == "2026-11-27 10:00:00.000Z  fs-agent-1 #0     state_change  - -> initializing"
     assert "running  extend +120s  1.0 MiB, 12 items" in heartbeat
     assert "success  exit 0 (SUCCESS)  60.5 s  1 artifact, 1.0 MiB  -> /staging/job-1" in result
     assert cancel.endswith("cancel        operator request")

@@ -34,6 +34,8 @@ EXPECTED: dict[str, tuple[str, bool]] = {
     "restore-corrupt": ("round-trip", False),
     "restore-no-verify": ("restore-verifies", False),
     "world-readable": ("output-permissions", True),
+    "rerun-redo": ("rerun-finished", False),
+    "no-job-lock": ("duplicate-refused", False),
 }
 
 
@@ -65,7 +67,7 @@ def test_compliant_agent_without_the_sdk_passes_every_check(reports: dict[str, R
     statuses = {c.name: c.status for c in report.checks}
     assert statuses == dict.fromkeys(statuses, Status.PASS), report.to_text()
     assert "redis-server" in report.redis  # the Redis scenarios really ran
-    assert len(report.checks) == 16
+    assert len(report.checks) == 18
 
 
 @pytest.mark.parametrize("variant", sorted(EXPECTED))

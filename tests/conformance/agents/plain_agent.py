@@ -37,6 +37,7 @@ VARIANTS = (
     "bad-message", "result-twice", "non-atomic", "wrong-checksum", "leak-secret",
     "leak-secret-b64", "sigterm-exit0", "bad-config-exit0", "redis-down-exit0",
     "ignore-cancel", "restore-corrupt", "restore-no-verify", "world-readable",
+    "rerun-redo", "no-job-lock",
 )  # fmt: skip
 BROKEN = os.environ.get("BROKEN", "")
 assert BROKEN in ("", *VARIANTS), f"unknown BROKEN variant {BROKEN!r}"
@@ -400,6 +401,33 @@ class Job:
         return code
 
 
+def claim_job(cfg: dict[str, Any], log: Log) -> int | None:
+    """Hold the job's lock for the process's life (73 without it); 0 when the job's
+    output is already published and its artifacts have their listed sizes."""
+    import fcntl
+
+    locks = cfg["staging"] / ".staging" / ".locks"
+    locks.mkdir(parents=True, exist_ok=True)
+    fd = os.open(locks / cfg["BAQUP_JOB_ID"], os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        if BROKEN != "no-job-lock":
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        log("ERROR", "another run of this job holds its lock")
+        return 73
+    final = cfg["staging"] / cfg["BAQUP_JOB_ID"]
+    if BROKEN == "rerun-redo" or not final.exists():
+        return None
+    try:
+        manifest = json.loads((final / "manifest.json").read_text())
+        ok = all((final / a["filename"]).stat().st_size == a["size_bytes"]
+                 for a in manifest["artifacts"])  # fmt: skip
+    except (OSError, ValueError, KeyError):
+        ok = False
+    log("INFO" if ok else "ERROR", "job already complete" if ok else "output does not verify")
+    return 0 if ok else 65
+
+
 def main() -> int:
     os.umask(0o022 if BROKEN == "world-readable" else 0o077)
     cfg = load_config(dict(os.environ))
@@ -419,6 +447,10 @@ def main() -> int:
         sys.stderr.write("plain agent starting\n")
     if BROKEN == "log-wrong-id":
         Log(cfg["BAQUP_JOB_ID"], "someone-else")("INFO", "hello")
+    if cfg["role"] == "backup":  # contract 4.7: one job id, many starts
+        code = claim_job(cfg, log)
+        if code is not None:
+            return code
     job = Job(cfg, log)
 
     def on_signal(signum: int, frame: object) -> None:

@@ -14,6 +14,7 @@ from baqup_agent.conformance.checks.output import (
 )
 from baqup_agent.conformance.checks.process import bad_config, exit_codes, log_records
 from baqup_agent.conformance.checks.security import secrets
+from baqup_agent.conformance.reruns import duplicate_refused, rerun_finished
 
 _BACKUP = frozenset({"backup"})
 _RESTORE = frozenset({"restore"})
@@ -72,6 +73,12 @@ CHECKS: tuple[Check, ...] = (
     Check("restore-verifies", "§4", "a restore verifies checksums: a corrupt artifact "
           "exits 65", restore_verifies, scenarios=("restore-corrupt",), roles=_RESTORE,
           fix="verify every artifact against the manifest before extracting"),
+    Check("rerun-finished", "§4", "a finished backup started again: exit 0, no work, nothing "
+          "added to the bus", rerun_finished, scenarios=("backup",), roles=_BACKUP,
+          fix="when JOB_ID/ is published and verifies, replay the spool and exit 0"),
+    Check("duplicate-refused", "§4", "a second start while the first runs: exit 73, nothing "
+          "of the job written", duplicate_refused, scenarios=("backup",), roles=_BACKUP,
+          fix="take the job's lock before the first bus message; exit 73 without it"),
 )  # fmt: skip
 
 BY_NAME: dict[str, Check] = {c.name: c for c in CHECKS}
