@@ -31,9 +31,24 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, BinaryIO, ClassVar, NoReturn
 
-from baqup_agent.contract import AgentState, ExitCode, HeartbeatIntent, ResultStatus, Role
+from baqup_agent.contract import (
+    AgentState,
+    ExitCode,
+    HeartbeatIntent,
+    LogLevel,
+    ResultStatus,
+    Role,
+)
 from baqup_agent.contract.tables import EXIT_CODES
-from baqup_agent.errors import Cancelled, ConfigError, InternalError, PartialFailure, classify
+from baqup_agent.errors import (
+    Cancelled,
+    ConfigError,
+    DataError,
+    ErrorSummary,
+    InternalError,
+    PartialFailure,
+    classify,
+)
 from baqup_agent.lifecycle import Cancellation, EarlySignals, StateMachine
 from baqup_agent.logger import Logger
 from baqup_agent.progress import ProgressCounter
@@ -62,14 +77,25 @@ class Agent:
     ``backup`` and/or ``restore``.
 
     ``config_schema`` is the path of the agent's ``agent-schema.json`` (its own
-    variables only; the base contract is merged in); a relative path is taken from the
-    directory of the file that defines the subclass. ``None`` means the base contract
-    alone.
+    variables only; the base contract is merged in), or the schema itself as a
+    mapping; a relative path is taken from the directory of the file of the class
+    that declares it (a subclass of an agent keeps its parent's schema). ``None``
+    means the base contract alone.
+
+    Class attributes that change what ``run()`` does (see docs/writing-an-agent.md):
+    ``empty_output_valid`` lets a backup publish no artifact (otherwise that fails with
+    65); ``route_python_output = False`` leaves the stdlib ``logging`` root,
+    ``warnings`` and the exception hooks alone; ``keep_secrets_in_environ = True``
+    leaves secret variables (and their ``*_FILE``) in ``os.environ`` for child
+    processes to inherit.
     """
 
     name: ClassVar[str] = ""
     version: ClassVar[str] = "0.0.0"
-    config_schema: ClassVar[str | os.PathLike[str] | None] = None
+    config_schema: ClassVar[str | os.PathLike[str] | Mapping[str, Any] | None] = None
+    empty_output_valid: ClassVar[bool] = False
+    route_python_output: ClassVar[bool] = True
+    keep_secrets_in_environ: ClassVar[bool] = False
 
     def backup(self, ctx: Context) -> None:
         """Write the backup's artifacts with ``ctx.artifact(...)``."""
@@ -86,13 +112,25 @@ class Agent:
 
     @classmethod
     def schema_path(cls) -> Path | None:
-        """The resolved path of ``config_schema``."""
-        if cls.config_schema is None:
+        """The resolved path of ``config_schema`` (None when it is a mapping or None).
+
+        A relative path is taken from the directory of the file of the class that
+        declares ``config_schema``, whichever subclass runs.
+        """
+        schema = cls.config_schema
+        if schema is None or isinstance(schema, Mapping):
             return None
-        path = Path(cls.config_schema)
+        path = Path(schema)
         if not path.is_absolute():
-            path = Path(inspect.getfile(cls)).resolve().parent / path
+            owner = next(c for c in cls.__mro__ if "config_schema" in vars(c))
+            path = Path(inspect.getfile(owner)).resolve().parent / path
         return path
+
+    @classmethod
+    def schema_source(cls) -> Path | Mapping[str, Any] | None:
+        """What ``load_config`` gets: the resolved path, the mapping, or None."""
+        schema = cls.config_schema
+        return schema if isinstance(schema, Mapping) else cls.schema_path()
 
     @classmethod
     def main(cls, argv: Sequence[str] | None = None) -> NoReturn:
@@ -103,7 +141,7 @@ class Agent:
 class _Tracked:
     """A binary reader that counts what it reads as progress and checks for cancellation."""
 
-    def __init__(self, raw: BinaryIO, ctx: Context) -> None:
+    def __init__(self, raw: IO[bytes], ctx: Context) -> None:
         self._raw = raw
         self._ctx = ctx
 
@@ -197,8 +235,9 @@ class Context:
         """Raise ``errors.Cancelled`` when the job was asked to stop; call it often."""
         self._cancellation.check()
 
-    def track(self, fileobj: BinaryIO) -> BinaryIO:
-        """Wrap a binary reader so that every read counts as progress and is a checkpoint."""
+    def track(self, fileobj: IO[bytes]) -> BinaryIO:
+        """Wrap a binary reader (``open(path, "rb")``, ``Popen(...).stdout``, an artifact)
+        so that every read counts as progress and is a checkpoint."""
         return _Tracked(fileobj, self)  # type: ignore[return-value]
 
     # -- backup -----------------------------------------------------------------------
@@ -344,7 +383,7 @@ class _Job:
             self.bus = BusClient(self.config, self.logger)
         except Exception as exc:  # no bus, so no report: the exit code is all there is
             summary = classify(exc)
-            self.logger.fatal("could not set up the bus", exc=exc, exit_code=summary.exit_code)
+            _log_failure(self.logger, "could not set up the bus", exc, summary, fatal=True)
             return int(summary.exit_code)
         self.machine = StateMachine(on_change=self._send_state)
         self.cancellation = Cancellation(
@@ -450,6 +489,12 @@ class _Job:
                 ResultStatus.SUCCESS, ExitCode.SUCCESS, False, bytes=snapshot.bytes_done
             )
         status, code, error = ResultStatus.SUCCESS, ExitCode.SUCCESS, None
+        staged = self.staging
+        if not (staged.artifacts or staged.failures or self.agent.empty_output_valid):
+            raise DataError(
+                "the backup published no artifact (set empty_output_valid = True on the "
+                "agent class if an empty backup is a valid result)"
+            )
         try:
             path = self.staging.publish(
                 agent=self.agent.agent_name(),
@@ -480,7 +525,7 @@ class _Job:
             self.logger.warn("job cancelled", reason=summary.message, exit_code=summary.exit_code)
         else:
             status = ResultStatus.FAILED
-            self.logger.error("job failed", exc=exc, exit_code=summary.exit_code)
+            _log_failure(self.logger, "job failed", exc, summary)
         self.outcome = _Outcome(status, summary.exit_code, summary.retryable, summary.message)
         self.heartbeat.set_intent(HeartbeatIntent.FAILING)
         self._discard()
@@ -579,6 +624,21 @@ def _exit_code(outcome: _Outcome, delivered: bool) -> ExitCode:
     return outcome.exit_code
 
 
+def _log_failure(
+    logger: Logger, message: str, exc: BaseException, summary: ErrorSummary, *, fatal: bool = False
+) -> None:
+    """One line with the reason for an expected failure; the traceback only for an
+    internal error (70) or when DEBUG lines are written."""
+    internal = summary.exit_code == ExitCode.INTERNAL_ERROR
+    write = logger.fatal if fatal else logger.error
+    write(
+        message,
+        exc=exc if internal or logger.enabled(LogLevel.DEBUG) else None,
+        reason=summary.message,
+        exit_code=summary.exit_code,
+    )
+
+
 def _config_error_logger(environ: Mapping[str, str], stream: IO[str] | None) -> Logger:
     """A logger for configuration errors, built from whatever the environment gives."""
 
@@ -598,6 +658,7 @@ def run_job(
     restore_signals: bool = True,
     log_stream: IO[str] | None = None,
     exit_process: Callable[[int], NoReturn] = os._exit,
+    route_python_output: bool = False,
 ) -> int:
     """Run one job in this process and return its exit code (``run()`` without the exit).
 
@@ -606,7 +667,13 @@ def run_job(
     ``restore_signals=False`` keeps the SDK's handlers, which ignore signals once the
     job is over, instead of restoring the previous ones (``run()``: a SIGTERM while the
     process exits must not kill it with a signal status); ``exit_process`` is what a
-    forced exit calls (default ``os._exit``).
+    forced exit calls (default ``os._exit``); ``route_python_output`` routes the stdlib
+    ``logging`` root, ``warnings`` and the exception hooks through the job's logger
+    while the job runs (``Logger.route_python_output``; ``run()`` turns it on).
+
+    When ``environ`` is None (``os.environ`` is read), the agent's secret variables and
+    their ``*_FILE`` variables are removed from ``os.environ`` once loaded, unless the
+    agent sets ``keep_secrets_in_environ``.
     """
     started = time.monotonic()
     early = EarlySignals()
@@ -622,6 +689,7 @@ def run_job(
             restore_signals=restore_signals,
             log_stream=log_stream,
             exit_process=exit_process,
+            route_python_output=route_python_output,
         )
     finally:
         if restore_signals:
@@ -638,14 +706,15 @@ def _load_and_run(
     restore_signals: bool,
     log_stream: IO[str] | None,
     exit_process: Callable[[int], NoReturn],
+    route_python_output: bool,
 ) -> int:
     """``run_job`` once start-up signals are being recorded."""
-    from baqup_agent.config import load_config
+    from baqup_agent.config import load_config, scrub_secrets
 
     instance = agent() if isinstance(agent, type) else agent
     env: Mapping[str, str] = os.environ if environ is None else environ
     try:
-        config = load_config(instance.schema_path(), environ=env)
+        config = load_config(instance.schema_source(), environ=env)
     except ConfigError as exc:
         logger = _config_error_logger(env, log_stream)
         for problem in exc.problems:
@@ -659,10 +728,11 @@ def _load_and_run(
         return int(ExitCode.USAGE_CONFIG_ERROR)
     except Exception as exc:  # e.g. an unreadable agent schema: a broken agent
         summary = classify(exc)
-        _config_error_logger(env, log_stream).fatal(
-            "could not load the configuration", exc=exc, exit_code=summary.exit_code
-        )
+        logger = _config_error_logger(env, log_stream)
+        _log_failure(logger, "could not load the configuration", exc, summary, fatal=True)
         return int(summary.exit_code)
+    if environ is None and not instance.keep_secrets_in_environ:
+        scrub_secrets(instance.schema_source(), os.environ)
     job = _Job(
         instance,
         config,
@@ -673,7 +743,20 @@ def _load_and_run(
         exit_process=exit_process,
         early_signals=early_signals,
     )
-    return job.run()
+    if not route_python_output:
+        return job.run()
+    with job.logger.route_python_output():
+        return job.run()
+
+
+def _parse_or_exit_64(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> None:
+    """Parse ``argv``; a usage error exits 64 (USAGE_CONFIG_ERROR), not argparse's 2."""
+    try:
+        parser.parse_args(argv)
+    except SystemExit as exc:
+        if exc.code not in (0, None):
+            raise SystemExit(int(ExitCode.USAGE_CONFIG_ERROR)) from None
+        raise
 
 
 def run(
@@ -691,8 +774,10 @@ def run(
         "restore job configured by BAQUP_* environment variables.",
     )
     parser.add_argument("--version", action="version", version=f"{cls.agent_name()} {cls.version}")
-    parser.parse_args(argv)
-    code = run_job(agent, environ=environ, restore_signals=False)
+    _parse_or_exit_64(parser, argv)
+    code = run_job(
+        agent, environ=environ, restore_signals=False, route_python_output=cls.route_python_output
+    )
     Cancellation.ignore_signals()  # the result is out: a late signal must not change the exit
     sys.stdout.flush()
     sys.stderr.flush()

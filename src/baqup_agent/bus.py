@@ -49,7 +49,7 @@ from baqup_agent.contract import (
 from baqup_agent.control import ControlListener
 from baqup_agent.errors import ConfigError, IOFailure, summarize
 from baqup_agent.keys import MESSAGE_FIELD, RESULT_TTL_SECONDS, default_spool_dir, job_keys
-from baqup_agent.redaction import REDACTOR
+from baqup_agent.redaction import REDACTOR, escape_surrogates
 from baqup_agent.redis_client import Backoff, connect_redis, entry_messages, is_redis_error
 from baqup_agent.secret import Secret
 from baqup_agent.spool import Spool
@@ -263,7 +263,7 @@ class BusClient:
                     retryable=retryable,
                     duration_seconds=duration_seconds,
                     error=_redact(error),
-                    output_path=output_path,
+                    output_path=_redact(output_path),
                     artifacts=artifacts,
                     bytes=bytes,
                 )
@@ -589,7 +589,8 @@ class BusClient:
 
 
 def _redact(text: str | None) -> str | None:
-    return None if text is None else REDACTOR.redact(text)
+    """Free text of a message: redacted, and encodable even when it holds a non-UTF-8 path."""
+    return None if text is None else REDACTOR.redact(escape_surrogates(text))
 
 
 def _head(raw: bytes | None) -> dict[str, Any]:
