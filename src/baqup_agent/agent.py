@@ -18,7 +18,6 @@ Exit codes (see docs/writing-an-agent.md and schema/exit-code.json):
 
 from __future__ import annotations
 
-import argparse
 import inspect
 import os
 import re
@@ -29,7 +28,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, BinaryIO, ClassVar, NoReturn
+from typing import IO, TYPE_CHECKING, Any, BinaryIO, ClassVar, NoReturn, cast
 
 from baqup_agent.contract import (
     AgentState,
@@ -279,16 +278,21 @@ class Context:
             progress=self._progress if count_progress else None,
         )
 
-    def create_tar(self, fileobj: IO[bytes], root: str | os.PathLike[str]) -> TarStats:
-        """Write the tree at ``root`` as a tar stream into ``fileobj`` (an artifact writer),
-        never following symlinks; each entry is a checkpoint and counts as an item."""
+    def create_tar(
+        self, fileobj: ArtifactWriter | IO[bytes], root: str | os.PathLike[str]
+    ) -> TarStats:
+        """Write the tree at ``root`` as a tar stream into ``fileobj`` (an artifact writer,
+        or any binary file), never following symlinks; each entry is a checkpoint and
+        counts as an item."""
         from baqup_agent.archive import create_tar
 
         def each_entry() -> None:
             self.checkpoint()
             self.progress(items=1)
 
-        return create_tar(fileobj, root, logger=self.logger, checkpoint=each_entry)
+        # an ArtifactWriter has the part of IO[bytes] that a tar stream writes with
+        stream = cast("IO[bytes]", fileobj)
+        return create_tar(stream, root, logger=self.logger, checkpoint=each_entry)
 
     def fail_artifact(self, filename: str, error: BaseException | str) -> None:
         """Record that one artifact failed: the others are still published, exit 76."""
@@ -749,16 +753,6 @@ def _load_and_run(
         return job.run()
 
 
-def _parse_or_exit_64(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> None:
-    """Parse ``argv``; a usage error exits 64 (USAGE_CONFIG_ERROR), not argparse's 2."""
-    try:
-        parser.parse_args(argv)
-    except SystemExit as exc:
-        if exc.code not in (0, None):
-            raise SystemExit(int(ExitCode.USAGE_CONFIG_ERROR)) from None
-        raise
-
-
 def run(
     agent: Agent | type[Agent],
     *,
@@ -767,14 +761,16 @@ def run(
 ) -> NoReturn:
     """Run one job with ``agent`` as configured by the environment, then exit the process
     with the job's exit code."""
+    from baqup_agent.cli import UsageParser
+
     cls = agent if isinstance(agent, type) else type(agent)
-    parser = argparse.ArgumentParser(
+    parser = UsageParser(
         prog=cls.agent_name(),
         description=f"baqup agent {cls.agent_name()} {cls.version}: runs one backup or "
         "restore job configured by BAQUP_* environment variables.",
     )
     parser.add_argument("--version", action="version", version=f"{cls.agent_name()} {cls.version}")
-    _parse_or_exit_64(parser, argv)
+    parser.parse_args(argv)  # only --help and --version; a usage error exits 64
     code = run_job(
         agent, environ=environ, restore_signals=False, route_python_output=cls.route_python_output
     )
