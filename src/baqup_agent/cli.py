@@ -57,7 +57,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print each event as JSON")
 
     p = sub.add_parser("conformance", help="check an agent against the contract")
-    p.add_argument("--role", choices=["backup", "restore", "both"], default="both")
+    p.add_argument(
+        "--role",
+        choices=["backup", "restore", "both"],
+        default="both",
+        help="which role's scenarios to run (default: both)",
+    )
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("--junit-xml", metavar="FILE", help="also write a JUnit XML report")
     p.add_argument("--strict", action="store_true", help="SHOULD rules fail too")
