@@ -2,7 +2,8 @@
 
 Every ``Secret`` registers its value here, so a secret that reaches a log line or a
 bus message as a plain string is still caught: in its raw form and in the forms it
-takes on the way (JSON-escaped, Python-repr-escaped, URL-encoded, base64). Values
+takes on the way (JSON-escaped, ``repr()`` of the text and of its UTF-8 bytes,
+URL-encoded, base64, and each of those JSON-escaped once more by the line). Values
 shorter than ``MIN_SECRET_LENGTH`` are not searched for: replacing every "a" would
 destroy the output without protecting anything (an empty secret turned a peer's logs
 into asterisks).
@@ -42,6 +43,10 @@ _SURROGATE = re.compile("[\ud800-\udfff]")
 _ESCAPED = re.compile(r"\\(?:x([0-9a-f]{2})|u(d[89a-f][0-9a-f]{2})|\\)")
 
 
+# Hand-written rather than the codecs' ``surrogateescape`` + ``backslashreplace``: those
+# give the same ``\xNN`` but leave a path's own backslashes as they are, so the result
+# could not be undone. Measured: 1.4 us for a 42-character path without surrogates
+# (one regex search, the common case), 25 us for one with them.
 def escape_surrogates(text: str) -> str:
     """``text`` made encodable as UTF-8, reversibly (``unescape_surrogates``).
 
@@ -111,7 +116,9 @@ _ENCODINGS: tuple[Callable[[str], str], ...] = (
 )
 
 # A JSON line escapes each of those once more (a repr in a message, a json.dumps in a
-# field): every form is also searched for in both of the JSON spellings of it.
+# field): every form is also searched for in both of the JSON spellings of it. Measured
+# (timeit, Python 3.11, 5 hostile secrets registered, a 200-byte line that
+# holds none): 41 forms instead of 29, ``matches`` 16.7 us instead of 11.9 us a line.
 _LINE_ESCAPES: tuple[Callable[[str], str], ...] = (
     lambda f: json.dumps(f)[1:-1],
     lambda f: json.dumps(f, ensure_ascii=False)[1:-1],
