@@ -30,14 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, BinaryIO, ClassVar, NoReturn, cast
 
-from baqup_agent.contract import (
-    AgentState,
-    ExitCode,
-    HeartbeatIntent,
-    LogLevel,
-    ResultStatus,
-    Role,
-)
+from baqup_agent.contract import AgentState, ExitCode, HeartbeatIntent, ResultStatus, Role
 from baqup_agent.contract.tables import EXIT_CODES
 from baqup_agent.errors import (
     Cancelled,
@@ -397,11 +390,6 @@ class _Job:
             on_force_exit=self._force_exit,
             exit_process=self.exit_process,
         )
-        if self.install_signals:
-            self.cancellation.install_signal_handlers()
-        if self.early_signals:
-            name = signal.Signals(self.early_signals[0]).name
-            self.cancellation.request(f"received {name} during start-up")
         self.heartbeat = HeartbeatThread(
             self.bus,
             self.config.agent_id,
@@ -410,6 +398,13 @@ class _Job:
             state=lambda: self.machine.state,
             progress=self.progress.snapshot,
         )
+        # once the heartbeat exists (a request sets its intent); until then the start-up
+        # recorder keeps the signals in early_signals
+        if self.install_signals:
+            self.cancellation.install_signal_handlers()
+        if self.early_signals:
+            name = signal.Signals(self.early_signals[0]).name
+            self.cancellation.request(f"received {name} during start-up")
         try:
             self.bus.on_cancel(self._on_bus_cancel)
             outcome = self._execute()
@@ -637,7 +632,7 @@ def _log_failure(
     write = logger.fatal if fatal else logger.error
     write(
         message,
-        exc=exc if internal or logger.enabled(LogLevel.DEBUG) else None,
+        exc=exc if internal or logger.enabled("DEBUG") else None,
         reason=summary.message,
         exit_code=summary.exit_code,
     )
