@@ -126,3 +126,12 @@ def test_a_log_line_carries_a_non_utf8_path(raw: bytes) -> None:
             record = json.loads(out)
             assert os.fsencode(unescape_surrogates(record["path"])) == name
             assert os.fsencode(unescape_surrogates(record["message"])) == b"cannot read " + name
+
+
+def test_a_long_secret_in_a_plain_variable_is_not_quoted_in_part() -> None:
+    long_secret = "Lk9" + "q" * 300
+    REDACTOR.register(long_secret)
+    env = {**BASE_ENV, "OPT_PLAIN": "ab" + long_secret}  # pasted into the wrong variable
+    with pytest.raises(ConfigError) as exc:
+        load_config(schema({"type": "string"}), environ=env)
+    assert "OPT_PLAIN" in str(exc.value) and "Lk9" not in str(exc.value)
