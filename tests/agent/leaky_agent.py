@@ -90,7 +90,10 @@ class LeakyAgent(Agent):
         subprocess.run([sys.executable, "-c", child], check=True)
         with ctx.artifact("plain.txt", compression="none") as out:
             out.write(b"nothing secret here\n")
-        raise finals(secrets[0])[str(ctx.config["LEAK_FINAL"])]
+        ctx.source_metadata["note"] = "published with the secrets in the logs only"
+        final = str(ctx.config["LEAK_FINAL"])
+        if final != "none":  # "none": the job succeeds and publishes
+            raise finals(secrets[0])[final]
 
 
 def _raise(pw: str) -> None:
