@@ -18,6 +18,7 @@ Exit codes (see docs/writing-an-agent.md and schema/exit-code.json):
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import os
 import re
@@ -667,8 +668,9 @@ def run_job(
     job is over, instead of restoring the previous ones (``run()``: a SIGTERM while the
     process exits must not kill it with a signal status); ``exit_process`` is what a
     forced exit calls (default ``os._exit``); ``route_python_output`` routes the stdlib
-    ``logging`` root, ``warnings`` and the exception hooks through the job's logger
-    while the job runs (``Logger.route_python_output``; ``run()`` turns it on).
+    ``logging`` root, ``warnings`` and the exception hooks through a logger
+    (``Logger.route_python_output``; ``run()`` turns it on): from the start, one made
+    from the environment, and the job's own logger once it exists.
 
     When ``environ`` is None (``os.environ`` is read), the agent's secret variables and
     their ``*_FILE`` variables are removed from ``os.environ`` once loaded, unless the
@@ -679,20 +681,33 @@ def run_job(
     if install_signals:
         early.install()
     try:
-        return _load_and_run(
-            agent,
-            environ=environ,
-            started=started,
-            early_signals=early.received,
-            install_signals=install_signals,
-            restore_signals=restore_signals,
-            log_stream=log_stream,
-            exit_process=exit_process,
-            route_python_output=route_python_output,
-        )
+        with _start_up_routing(route_python_output, environ, log_stream):
+            return _load_and_run(
+                agent,
+                environ=environ,
+                started=started,
+                early_signals=early.received,
+                install_signals=install_signals,
+                restore_signals=restore_signals,
+                log_stream=log_stream,
+                exit_process=exit_process,
+                route_python_output=route_python_output,
+            )
     finally:
         if restore_signals:
             early.restore()
+
+
+def _start_up_routing(
+    enabled: bool, environ: Mapping[str, str] | None, log_stream: IO[str] | None
+) -> contextlib.AbstractContextManager[object]:
+    """Route Python's own output from the start (an agent's ``__init__``, loading the
+    configuration) through a logger made from what the environment gives; the job's
+    own logger takes over once it exists."""
+    if not enabled:
+        return contextlib.nullcontext()
+    env = os.environ if environ is None else environ
+    return _config_error_logger(env, log_stream).route_python_output()
 
 
 def _load_and_run(

@@ -4,6 +4,7 @@ of 0, where ``config_schema`` is found, and non-UTF-8 text in the result."""
 from __future__ import annotations
 
 import io
+import logging
 import os
 import signal
 import subprocess
@@ -224,3 +225,24 @@ def test_a_non_utf8_path_reaches_the_result_and_the_logs(tmp_path: Path, fmt: st
     assert os.fsencode(unescape_surrogates(progress[0])) == b"reading " + _NAME
     failed = [line for line in log.splitlines() if "job failed" in line]
     assert len(failed) == 1 and "Input/output error" in failed[0]
+
+
+class _ChattyAtStart(_EmptyIsFine):
+    def __init__(self) -> None:
+        logging.getLogger("driver").warning("connecting as %s", "bob")
+
+
+@pytest.mark.parametrize("route", [True, False])
+def test_python_output_is_routed_from_start_up(tmp_path: Path, route: bool) -> None:
+    log = io.StringIO()
+    env = job_env(tmp_path)
+    code = run_job(
+        _ChattyAtStart,
+        environ=env,
+        install_signals=False,
+        log_stream=log,
+        route_python_output=route,
+    )
+    assert code == ExitCode.SUCCESS
+    routed = [line for line in log_lines(log.getvalue()) if line.get("logger") == "driver"]
+    assert [line["message"] for line in routed] == (["connecting as bob"] if route else [])
