@@ -17,7 +17,7 @@ import sys
 import threading
 import warnings
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 from baqup_agent import Agent, DataError
 from baqup_agent.agent import Context
@@ -48,8 +48,10 @@ def carriers(pw: str) -> list[Any]:
         f"postgres://user:{quote(_utf8(pw), safe='')}@db:5432/x",
         f"postgres://user:{pw}@db:5432/x",
         [pw, {"k": pw}],
+        f"https://api.example/?{urlencode({'token': _utf8(pw)})}",
         KeyError(pw),
         OSError(13, "denied", pw),
+        Exception("login failed", pw, 5),
     ]
 
 
