@@ -18,7 +18,7 @@ Exit codes (see docs/writing-an-agent.md and schema/exit-code.json):
 
 from __future__ import annotations
 
-import argparse
+import contextlib
 import inspect
 import os
 import re
@@ -29,11 +29,19 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, BinaryIO, ClassVar, NoReturn
+from typing import IO, TYPE_CHECKING, Any, BinaryIO, ClassVar, NoReturn, cast
 
 from baqup_agent.contract import AgentState, ExitCode, HeartbeatIntent, ResultStatus, Role
 from baqup_agent.contract.tables import EXIT_CODES
-from baqup_agent.errors import Cancelled, ConfigError, InternalError, PartialFailure, classify
+from baqup_agent.errors import (
+    Cancelled,
+    ConfigError,
+    DataError,
+    ErrorSummary,
+    InternalError,
+    PartialFailure,
+    classify,
+)
 from baqup_agent.lifecycle import Cancellation, EarlySignals, StateMachine
 from baqup_agent.logger import Logger
 from baqup_agent.pid1 import supervise_if_pid1
@@ -66,14 +74,25 @@ class Agent:
     ``backup`` and/or ``restore``.
 
     ``config_schema`` is the path of the agent's ``agent-schema.json`` (its own
-    variables only; the base contract is merged in); a relative path is taken from the
-    directory of the file that defines the subclass. ``None`` means the base contract
-    alone.
+    variables only; the base contract is merged in), or the schema itself as a
+    mapping; a relative path is taken from the directory of the file of the class
+    that declares it (a subclass of an agent keeps its parent's schema). ``None``
+    means the base contract alone.
+
+    Class attributes that change what ``run()`` does (see docs/writing-an-agent.md):
+    ``empty_output_valid`` lets a backup publish no artifact (otherwise that fails with
+    65); ``route_python_output = False`` leaves the stdlib ``logging`` root,
+    ``warnings`` and the exception hooks alone; ``keep_secrets_in_environ = True``
+    leaves secret variables (and their ``*_FILE``) in ``os.environ`` for child
+    processes to inherit.
     """
 
     name: ClassVar[str] = ""
     version: ClassVar[str] = "0.0.0"
-    config_schema: ClassVar[str | os.PathLike[str] | None] = None
+    config_schema: ClassVar[str | os.PathLike[str] | Mapping[str, Any] | None] = None
+    empty_output_valid: ClassVar[bool] = False
+    route_python_output: ClassVar[bool] = True
+    keep_secrets_in_environ: ClassVar[bool] = False
 
     def backup(self, ctx: Context) -> None:
         """Write the backup's artifacts with ``ctx.artifact(...)``."""
@@ -90,13 +109,25 @@ class Agent:
 
     @classmethod
     def schema_path(cls) -> Path | None:
-        """The resolved path of ``config_schema``."""
-        if cls.config_schema is None:
+        """The resolved path of ``config_schema`` (None when it is a mapping or None).
+
+        A relative path is taken from the directory of the file of the class that
+        declares ``config_schema``, whichever subclass runs.
+        """
+        schema = cls.config_schema
+        if schema is None or isinstance(schema, Mapping):
             return None
-        path = Path(cls.config_schema)
+        path = Path(schema)
         if not path.is_absolute():
-            path = Path(inspect.getfile(cls)).resolve().parent / path
+            owner = next(c for c in cls.__mro__ if "config_schema" in vars(c))
+            path = Path(inspect.getfile(owner)).resolve().parent / path
         return path
+
+    @classmethod
+    def schema_source(cls) -> Path | Mapping[str, Any] | None:
+        """What ``load_config`` gets: the resolved path, the mapping, or None."""
+        schema = cls.config_schema
+        return schema if isinstance(schema, Mapping) else cls.schema_path()
 
     @classmethod
     def main(cls, argv: Sequence[str] | None = None) -> NoReturn:
@@ -107,7 +138,7 @@ class Agent:
 class _Tracked:
     """A binary reader that counts what it reads as progress and checks for cancellation."""
 
-    def __init__(self, raw: BinaryIO, ctx: Context) -> None:
+    def __init__(self, raw: IO[bytes], ctx: Context) -> None:
         self._raw = raw
         self._ctx = ctx
 
@@ -206,8 +237,9 @@ class Context:
         """Raise ``errors.Cancelled`` when the job was asked to stop; call it often."""
         self._cancellation.check()
 
-    def track(self, fileobj: BinaryIO) -> BinaryIO:
-        """Wrap a binary reader so that every read counts as progress and is a checkpoint."""
+    def track(self, fileobj: IO[bytes]) -> BinaryIO:
+        """Wrap a binary reader (``open(path, "rb")``, ``Popen(...).stdout``, an artifact)
+        so that every read counts as progress and is a checkpoint."""
         return _Tracked(fileobj, self)  # type: ignore[return-value]
 
     def run_child(
@@ -270,16 +302,21 @@ class Context:
             progress=self._progress if count_progress else None,
         )
 
-    def create_tar(self, fileobj: IO[bytes], root: str | os.PathLike[str]) -> TarStats:
-        """Write the tree at ``root`` as a tar stream into ``fileobj`` (an artifact writer),
-        never following symlinks; each entry is a checkpoint and counts as an item."""
+    def create_tar(
+        self, fileobj: ArtifactWriter | IO[bytes], root: str | os.PathLike[str]
+    ) -> TarStats:
+        """Write the tree at ``root`` as a tar stream into ``fileobj`` (an artifact writer,
+        or any binary file), never following symlinks; each entry is a checkpoint and
+        counts as an item."""
         from baqup_agent.archive import create_tar
 
         def each_entry() -> None:
             self.checkpoint()
             self.progress(items=1)
 
-        return create_tar(fileobj, root, logger=self.logger, checkpoint=each_entry)
+        # an ArtifactWriter has the part of IO[bytes] that a tar stream writes with
+        stream = cast("IO[bytes]", fileobj)
+        return create_tar(stream, root, logger=self.logger, checkpoint=each_entry)
 
     def fail_artifact(self, filename: str, error: BaseException | str) -> None:
         """Record that one artifact failed: the others are still published, exit 76."""
@@ -404,7 +441,7 @@ class _Job:
             self.bus = BusClient(self.config, self.logger)
         except Exception as exc:  # no bus, so no report: the exit code is all there is
             summary = classify(exc)
-            self.logger.fatal("could not set up the bus", exc=exc, exit_code=summary.exit_code)
+            _log_failure(self.logger, "could not set up the bus", exc, summary, fatal=True)
             return int(summary.exit_code)
         return None
 
@@ -475,11 +512,6 @@ class _Job:
             on_force_exit=self._force_exit,
             exit_process=self.exit_process,
         )
-        if self.install_signals:
-            self.cancellation.install_signal_handlers()
-        if self.early_signals:
-            name = signal.Signals(self.early_signals[0]).name
-            self.cancellation.request(f"received {name} during start-up")
         self.heartbeat = HeartbeatThread(
             self.bus,
             self.config.agent_id,
@@ -491,6 +523,13 @@ class _Job:
         self.progress_log = ProgressLog(
             self.progress, self.logger, float(self.config["BAQUP_PROGRESS_LOG_INTERVAL"])
         )
+        # once the heartbeat exists (a request sets its intent); until then the start-up
+        # recorder keeps the signals in early_signals
+        if self.install_signals:
+            self.cancellation.install_signal_handlers()
+        if self.early_signals:
+            name = signal.Signals(self.early_signals[0]).name
+            self.cancellation.request(f"received {name} during start-up")
         try:
             self.bus.on_cancel(self._on_bus_cancel)
             outcome = self._execute()
@@ -579,6 +618,12 @@ class _Job:
                 ResultStatus.SUCCESS, ExitCode.SUCCESS, False, bytes=snapshot.bytes_done
             )
         status, code, error = ResultStatus.SUCCESS, ExitCode.SUCCESS, None
+        staged = self.staging
+        if not (staged.artifacts or staged.failures or self.agent.empty_output_valid):
+            raise DataError(
+                "the backup published no artifact (set empty_output_valid = True on the "
+                "agent class if an empty backup is a valid result)"
+            )
         try:
             path = self.staging.publish(
                 agent=self.agent.agent_name(),
@@ -609,7 +654,7 @@ class _Job:
             self.logger.warn("job cancelled", reason=summary.message, exit_code=summary.exit_code)
         else:
             status = ResultStatus.FAILED
-            self.logger.error("job failed", exc=exc, exit_code=summary.exit_code)
+            _log_failure(self.logger, "job failed", exc, summary)
         self.outcome = _Outcome(status, summary.exit_code, summary.retryable, summary.message)
         self.heartbeat.set_intent(HeartbeatIntent.FAILING)
         self._discard()
@@ -714,6 +759,21 @@ def _exit_code(outcome: _Outcome, delivered: bool) -> ExitCode:
     return outcome.exit_code
 
 
+def _log_failure(
+    logger: Logger, message: str, exc: BaseException, summary: ErrorSummary, *, fatal: bool = False
+) -> None:
+    """One line with the reason for an expected failure; the traceback only for an
+    internal error (70) or when DEBUG lines are written."""
+    internal = summary.exit_code == ExitCode.INTERNAL_ERROR
+    write = logger.fatal if fatal else logger.error
+    write(
+        message,
+        exc=exc if internal or logger.enabled("DEBUG") else None,
+        reason=summary.message,
+        exit_code=summary.exit_code,
+    )
+
+
 def _config_error_logger(environ: Mapping[str, str], stream: IO[str] | None) -> Logger:
     """A logger for configuration errors, built from whatever the environment gives."""
 
@@ -733,6 +793,7 @@ def run_job(
     restore_signals: bool = True,
     log_stream: IO[str] | None = None,
     exit_process: Callable[[int], NoReturn] = os._exit,
+    route_python_output: bool = False,
 ) -> int:
     """Run one job in this process and return its exit code (``run()`` without the exit).
 
@@ -741,26 +802,47 @@ def run_job(
     ``restore_signals=False`` keeps the SDK's handlers, which ignore signals once the
     job is over, instead of restoring the previous ones (``run()``: a SIGTERM while the
     process exits must not kill it with a signal status); ``exit_process`` is what a
-    forced exit calls (default ``os._exit``).
+    forced exit calls (default ``os._exit``); ``route_python_output`` routes the stdlib
+    ``logging`` root, ``warnings`` and the exception hooks through a logger
+    (``Logger.route_python_output``; ``run()`` turns it on): from the start, one made
+    from the environment, and the job's own logger once it exists.
+
+    When ``environ`` is None (``os.environ`` is read), the agent's secret variables and
+    their ``*_FILE`` variables are removed from ``os.environ`` once loaded, unless the
+    agent sets ``keep_secrets_in_environ``.
     """
     started = time.monotonic()
     early = EarlySignals()
     if install_signals:
         early.install()
     try:
-        return _load_and_run(
-            agent,
-            environ=environ,
-            started=started,
-            early_signals=early.received,
-            install_signals=install_signals,
-            restore_signals=restore_signals,
-            log_stream=log_stream,
-            exit_process=exit_process,
-        )
+        with _start_up_routing(route_python_output, environ, log_stream):
+            return _load_and_run(
+                agent,
+                environ=environ,
+                started=started,
+                early_signals=early.received,
+                install_signals=install_signals,
+                restore_signals=restore_signals,
+                log_stream=log_stream,
+                exit_process=exit_process,
+                route_python_output=route_python_output,
+            )
     finally:
         if restore_signals:
             early.restore()
+
+
+def _start_up_routing(
+    enabled: bool, environ: Mapping[str, str] | None, log_stream: IO[str] | None
+) -> contextlib.AbstractContextManager[object]:
+    """Route Python's own output from the start (an agent's ``__init__``, loading the
+    configuration) through a logger made from what the environment gives; the job's
+    own logger takes over once it exists."""
+    if not enabled:
+        return contextlib.nullcontext()
+    env = os.environ if environ is None else environ
+    return _config_error_logger(env, log_stream).route_python_output()
 
 
 def _load_and_run(
@@ -773,14 +855,15 @@ def _load_and_run(
     restore_signals: bool,
     log_stream: IO[str] | None,
     exit_process: Callable[[int], NoReturn],
+    route_python_output: bool,
 ) -> int:
     """``run_job`` once start-up signals are being recorded."""
-    from baqup_agent.config import load_config
+    from baqup_agent.config import load_config, scrub_secrets
 
     instance = agent() if isinstance(agent, type) else agent
     env: Mapping[str, str] = os.environ if environ is None else environ
     try:
-        config = load_config(instance.schema_path(), environ=env)
+        config = load_config(instance.schema_source(), environ=env)
     except ConfigError as exc:
         logger = _config_error_logger(env, log_stream)
         for problem in exc.problems:
@@ -794,10 +877,11 @@ def _load_and_run(
         return int(ExitCode.USAGE_CONFIG_ERROR)
     except Exception as exc:  # e.g. an unreadable agent schema: a broken agent
         summary = classify(exc)
-        _config_error_logger(env, log_stream).fatal(
-            "could not load the configuration", exc=exc, exit_code=summary.exit_code
-        )
+        logger = _config_error_logger(env, log_stream)
+        _log_failure(logger, "could not load the configuration", exc, summary, fatal=True)
         return int(summary.exit_code)
+    if environ is None and not instance.keep_secrets_in_environ:
+        scrub_secrets(instance.schema_source(), os.environ)
     job = _Job(
         instance,
         config,
@@ -808,7 +892,10 @@ def _load_and_run(
         exit_process=exit_process,
         early_signals=early_signals,
     )
-    return job.run()
+    if not route_python_output:
+        return job.run()
+    with job.logger.route_python_output():
+        return job.run()
 
 
 def run(
@@ -819,16 +906,20 @@ def run(
 ) -> NoReturn:
     """Run one job with ``agent`` as configured by the environment, then exit the process
     with the job's exit code."""
+    from baqup_agent.cli import UsageParser
+
     cls = agent if isinstance(agent, type) else type(agent)
-    parser = argparse.ArgumentParser(
+    parser = UsageParser(
         prog=cls.agent_name(),
         description=f"baqup agent {cls.agent_name()} {cls.version}: runs one backup or "
         "restore job configured by BAQUP_* environment variables.",
     )
     parser.add_argument("--version", action="version", version=f"{cls.agent_name()} {cls.version}")
-    parser.parse_args(argv)
+    parser.parse_args(argv)  # only --help and --version; a usage error exits 64
     supervise_if_pid1()  # PID 1 of a container: an init forwards signals and reaps
-    code = run_job(agent, environ=environ, restore_signals=False)
+    code = run_job(
+        agent, environ=environ, restore_signals=False, route_python_output=cls.route_python_output
+    )
     Cancellation.ignore_signals()  # the result is out: a late signal must not change the exit
     sys.stdout.flush()
     sys.stderr.flush()

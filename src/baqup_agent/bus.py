@@ -54,7 +54,7 @@ from baqup_agent.keys import (
     default_spool_dir,
     job_keys,
 )
-from baqup_agent.redaction import REDACTOR
+from baqup_agent.redaction import REDACTOR, escape_surrogates
 from baqup_agent.redis_client import (
     Backoff,
     check_redis_url,
@@ -299,7 +299,7 @@ class BusClient:
                     retryable=retryable,
                     duration_seconds=duration_seconds,
                     error=_redact(error),
-                    output_path=output_path,
+                    output_path=_redact(output_path),
                     artifacts=artifacts,
                     bytes=bytes,
                 )
@@ -802,7 +802,8 @@ def replay_command(args: argparse.Namespace) -> int:
 
 
 def _redact(text: str | None) -> str | None:
-    return None if text is None else REDACTOR.redact(text)
+    """Free text of a message: redacted, and encodable even when it holds a non-UTF-8 path."""
+    return None if text is None else REDACTOR.redact(escape_surrogates(text))
 
 
 def _head(raw: bytes | None) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""The ``baqup-agent`` command: pre-flight config validation, job watching, conformance.
+"""The baqup-agent command: pre-flight config validation, job watching, conformance.
 
 Each subcommand's code lives in the module it belongs to and is imported only when
 that subcommand runs.
@@ -10,6 +10,10 @@ import argparse
 import importlib
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
+
+from baqup_agent import __version__
+from baqup_agent.contract import ExitCode
 
 # subcommand -> (module, function taking the parsed arguments and returning an exit code)
 _COMMANDS = {
@@ -20,9 +24,22 @@ _COMMANDS = {
 }
 
 
+class UsageParser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose usage errors exit 64 (USAGE_CONFIG_ERROR), not 2.
+
+    Its subparsers are of the same class.
+    """
+
+    def error(self, message: str) -> NoReturn:
+        """Print the usage and ``message`` to standard error and exit 64."""
+        self.print_usage(sys.stderr)
+        self.exit(int(ExitCode.USAGE_CONFIG_ERROR), f"{self.prog}: error: {message}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
-    parser = argparse.ArgumentParser(prog="baqup-agent", description=__doc__.splitlines()[0])
+    parser = UsageParser(prog="baqup-agent", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"baqup-agent {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser(
@@ -34,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the errors as JSON")
 
     p = sub.add_parser("watch", help="follow a job's events and print one line per event")
-    p.add_argument("job_id")
+    p.add_argument("job_id", help="the job to follow (its BAQUP_JOB_ID)")
     p.add_argument("--redis-url", help="Redis URL (default: $BAQUP_REDIS_URL)")
     p.add_argument("--spool-dir", help="spool directory to read as well")
     p.add_argument("--no-follow", action="store_true", help="print what is there and exit")
@@ -50,13 +67,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--redis-url", help="Redis URL (default: $BAQUP_REDIS_URL)")
 
     p = sub.add_parser("conformance", help="check an agent against the contract")
-    p.add_argument("--role", choices=["backup", "restore", "both"], default="both")
+    p.add_argument(
+        "--role",
+        choices=["backup", "restore", "both"],
+        default="both",
+        help="which role's scenarios to run (default: both)",
+    )
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("--junit-xml", metavar="FILE", help="also write a JUnit XML report")
     p.add_argument("--strict", action="store_true", help="SHOULD rules fail too")
     p.add_argument("--fixture", help="directory of test data the agent backs up")
-    p.add_argument("--env", action="append", default=[], metavar="NAME=VALUE")
-    p.add_argument("--only", action="append", default=[], metavar="CHECK")
+    p.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="environment for every run of the agent (repeatable)",
+    )
+    p.add_argument(
+        "--only",
+        action="append",
+        default=[],
+        metavar="CHECK",
+        help="run only this check (repeatable)",
+    )
     p.add_argument("--timeout", type=float, default=30.0, help="seconds per scenario")
     p.add_argument(
         "--slow-env",
@@ -72,8 +106,20 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME",
         help="an agent secret variable to inject a canary into (also NAME_FILE)",
     )
-    p.add_argument("--heartbeat-interval", type=float, default=0.3, metavar="S")
-    p.add_argument("--grace-period", type=float, default=2.0, metavar="S")
+    p.add_argument(
+        "--heartbeat-interval",
+        type=float,
+        default=0.3,
+        metavar="S",
+        help="BAQUP_HEARTBEAT_INTERVAL of the scenarios, in seconds",
+    )
+    p.add_argument(
+        "--grace-period",
+        type=float,
+        default=2.0,
+        metavar="S",
+        help="BAQUP_GRACE_PERIOD of the scenarios, in seconds",
+    )
     p.add_argument("--no-redis", action="store_true", help="spool-only scenarios")
     p.add_argument("--jobs", type=int, default=4, help="scenarios run at the same time")
     p.add_argument("--keep", action="store_true", help="keep the sandbox for inspection")
@@ -83,7 +129,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="judges the round trip (exit 0: {fixture} and {target} hold the same "
         "data) instead of a byte-for-byte comparison of the trees",
     )
-    p.add_argument("agent_command", nargs=argparse.REMAINDER, help="-- COMMAND [ARGS...]")
+    p.add_argument(
+        "agent_command",
+        nargs=argparse.REMAINDER,
+        help="the command that runs the agent, after --: -- COMMAND [ARGS...]",
+    )
     return parser
 
 

@@ -9,7 +9,7 @@ properties) may come from ``NAME_FILE`` and are returned as ``Secret``.
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping
+from collections.abc import Mapping, MutableMapping
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,7 @@ from baqup_agent.contract.tables import SECRET_CONFIG_VARIABLES
 from baqup_agent.schema import config_schema, load_from_env
 from baqup_agent.secret import Secret
 
-__all__ = ["Config", "load_config"]
+__all__ = ["Config", "load_config", "scrub_secrets"]
 
 
 @functools.cache
@@ -97,3 +97,24 @@ def load_config(
     """
     values = load_from_env(config_schema(schema_path), prefix=prefix, environ=environ)
     return Config(values)
+
+
+def scrub_secrets(
+    schema_path: str | Path | Mapping[str, Any] | None, environ: MutableMapping[str, str]
+) -> list[str]:
+    """Remove the secret variables of the schema and their ``*_FILE`` variables from
+    ``environ``; return the names removed.
+
+    ``run()`` does this with ``os.environ`` once the configuration is loaded (the
+    values live on in the ``Config``), so that child processes do not inherit the
+    secrets unless the agent passes them on purpose (``keep_secrets_in_environ``
+    opts out). Every variable that holds a ``writeOnly`` property counts.
+    """
+    compiled = config_schema(schema_path)
+    removed: list[str] = []
+    for name, var in compiled.variables.items():
+        if var.holds_secret:
+            for key in (name, name + "_FILE"):
+                if environ.pop(key, None) is not None:
+                    removed.append(key)
+    return removed

@@ -12,6 +12,8 @@ at its checkpoints, and enforces the grace period:
   exits 1 (GENERAL_FAILURE): a cancelled job never exits 0;
 * if the job has not stopped ``BAQUP_GRACE_PERIOD`` seconds after the first request
   (minus a small reserve to discard and report), a watchdog thread forces the exit;
+  a grace period under ``MIN_EXIT_TIME`` (0 included) is taken as that long, all of
+  it reserve, so that staging is still discarded and ``cancelled`` reported;
 * a second signal forces the exit at once;
 * the forced exit discards staging (unless publication is under way), reports the
   result when it can within the remaining time, and ends the process with
@@ -53,6 +55,10 @@ HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 MAX_EXIT_RESERVE = 2.0
 """Seconds, at most, that a forced exit keeps for itself inside the grace period."""
+
+MIN_EXIT_TIME = 0.5
+"""Seconds, at least, between a cancel and the forced exit, whatever the grace period:
+time for the exit to discard staging and report the result."""
 
 
 class StateMachine:
@@ -320,8 +326,11 @@ class Cancellation:
             # Told from a helper thread: a callback or a log write that blocks must not
             # hold up the deadline.
             _in_background(self._notify_request, "baqup-cancel-notice")
-            reserve = min(MAX_EXIT_RESERVE, 0.2 * self.grace_period)
-            deadline = self._requested_at + self.grace_period
+            # A grace period shorter than MIN_EXIT_TIME (0 included) still leaves that
+            # long to discard staging and report ``cancelled``: the job just gets less.
+            grace = self.grace_period
+            reserve = max(min(MAX_EXIT_RESERVE, 0.2 * grace), MIN_EXIT_TIME - grace)
+            deadline = self._requested_at + max(grace, MIN_EXIT_TIME)
             self._wait_until(self._force.is_set, deadline - reserve)
             if self._stopped.is_set():
                 return

@@ -21,19 +21,21 @@ logs, ``warnings``) through the same logger, with the stdlib logger's name in th
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import logging
 import sys
+import threading
 import time
 import traceback
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import IO, Any, Final, cast
 
 import orjson
 
 from baqup_agent.contract import LogFormat, LogLevel
-from baqup_agent.redaction import REDACTOR, Redactor
+from baqup_agent.redaction import REDACTOR, Redactor, escape_surrogates
 
 __all__ = ["COLLISION_PREFIX", "RESERVED_FIELDS", "Logger", "LoggingBridge", "parse_level"]
 
@@ -107,13 +109,33 @@ def _default(obj: Any) -> Any:
         return f"<unprintable {type(obj).__name__}>"
 
 
+def _escaped(obj: Any) -> Any:
+    """``obj`` with every string made UTF-8-encodable (``escape_surrogates``)."""
+    if isinstance(obj, str):
+        return escape_surrogates(obj)
+    if isinstance(obj, dict):
+        return {
+            _escaped(k if isinstance(k, str) else _default(k)): _escaped(v) for k, v in obj.items()
+        }
+    if isinstance(obj, (list, tuple, set, frozenset)):
+        return [_escaped(v) for v in obj]
+    if obj is None or isinstance(obj, (bool, int, float)):
+        return obj
+    return _escaped(_default(obj))
+
+
 def _dumps(obj: Any) -> bytes:
-    """orjson, falling back to the stdlib for what orjson refuses (huge ints, surrogates)."""
+    """orjson; text that is not UTF-8 (a path with lone surrogates) is escaped reversibly,
+    and the stdlib serialises what orjson still refuses (huge ints)."""
     try:
         return orjson.dumps(obj, default=_default, option=_OPTIONS)
     except (TypeError, orjson.JSONEncodeError):
         try:
-            return json.dumps(obj, default=_default, skipkeys=True).encode()
+            return orjson.dumps(_escaped(obj), option=_OPTIONS)
+        except (TypeError, orjson.JSONEncodeError, RecursionError):
+            pass
+        try:
+            return json.dumps(_escaped(obj), skipkeys=True).encode()
         except (TypeError, ValueError, RecursionError):
             return orjson.dumps(f"<unserialisable {type(obj).__name__}>")
 
@@ -361,9 +383,9 @@ class Logger:
         pairs = " ".join(f"{k}={_text_value(v)}" for k, v in merged.items())
         # redact before escaping newlines and indenting: both would split a secret's text
         redact = self._redactor.redact
-        text = f"{head}{_one_line(redact(message))}  {pairs}\n"
+        text = f"{head}{_one_line(redact(escape_surrogates(message)))}  {pairs}\n"
         if exc is not None:
-            stack = redact(_exception_info(exc)["stack"]).rstrip("\n")
+            stack = redact(escape_surrogates(_exception_info(exc)["stack"])).rstrip("\n")
             text += "".join(f"    {line}\n" for line in stack.splitlines())
         return redact(text)
 
@@ -390,6 +412,65 @@ class Logger:
         if capture_warnings:
             logging.captureWarnings(True)
         return bridge
+
+    @contextlib.contextmanager
+    def route_python_output(self) -> Iterator[LoggingBridge]:
+        """Route everything Python itself would print to standard error through this logger.
+
+        While the block runs: the root ``logging`` logger writes through a
+        ``LoggingBridge`` only (its other handlers are set aside, and the bridge is
+        also ``logging.lastResort``, used for loggers that do not propagate),
+        ``warnings`` go through logging (logger ``py.warnings``), and uncaught
+        exceptions (``sys.excepthook``), exceptions that end a thread
+        (``threading.excepthook``) and unraisable ones (``sys.unraisablehook``, e.g.
+        in ``__del__``) become ERROR/FATAL lines. So every line is formatted and
+        redacted. Everything is put back when the block ends. ``run()`` does this by
+        default (``Agent.route_python_output = False`` opts out).
+        """
+        root = logging.getLogger()
+        saved = (
+            list(root.handlers),
+            root.level,
+            logging.lastResort,
+            sys.excepthook,
+            threading.excepthook,
+            sys.unraisablehook,
+        )
+        capturing = getattr(logging, "_warnings_showwarning", None) is not None
+        for handler in saved[0]:
+            root.removeHandler(handler)
+        bridge = self.install_logging_bridge(root, capture_warnings=True)
+        logging.lastResort = bridge
+
+        def uncaught(kind: type[BaseException], exc: BaseException, tb: Any) -> None:
+            self.fatal("uncaught exception", exc=exc.with_traceback(tb))
+
+        def thread_died(args: threading.ExceptHookArgs) -> None:
+            if args.exc_type is SystemExit:  # as the default hook: a thread's normal exit
+                return
+            name = args.thread.name if args.thread is not None else None
+            exc = args.exc_value if args.exc_value is not None else args.exc_type()
+            self.error("uncaught exception in a thread", exc=exc, thread=name)
+
+        def unraisable(args: Any) -> None:
+            where = None if args.object is None else _default(args.object)
+            message = args.err_msg or "exception ignored"
+            self.error(message, exc=args.exc_value, object=where)
+
+        sys.excepthook = uncaught
+        threading.excepthook = thread_died
+        sys.unraisablehook = unraisable
+        try:
+            yield bridge
+        finally:
+            root.removeHandler(bridge)
+            for handler in saved[0]:
+                root.addHandler(handler)
+            root.setLevel(saved[1])
+            logging.lastResort = saved[2]
+            sys.excepthook, threading.excepthook, sys.unraisablehook = saved[3:]
+            if not capturing:
+                logging.captureWarnings(False)
 
 
 # -- the stdlib bridge -----------------------------------------------------------------

@@ -15,6 +15,7 @@ from __future__ import annotations
 import copy
 import functools
 import json
+import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -100,6 +101,8 @@ class Variable:
     default: Any = None
     has_default: bool = False
     secret: bool = False
+    holds_secret: bool = False
+    """Whether a ``writeOnly`` property sits inside it (an object or array variable)."""
 
 
 @dataclass
@@ -159,6 +162,71 @@ def _facets(schema: Any, resolver: Resolver, depth: int = 0) -> _Facets:
     return facets
 
 
+def _holds_secret(schema: Any, resolver: Resolver, seen: set[int]) -> bool:
+    """Whether a ``writeOnly`` subschema can be reached from ``schema`` (through
+    properties, items, ``$ref``, combinators and conditionals)."""
+    if not isinstance(schema, dict) or id(schema) in seen:
+        return False
+    seen.add(id(schema))
+    if schema.get("writeOnly") is True:
+        return True
+    subs: list[tuple[Any, Resolver]] = []
+    if isinstance(schema.get("$ref"), str):
+        subs.append(_resolve(schema["$ref"], resolver))
+    for key in ("properties", "patternProperties"):
+        subs += [(sub, resolver) for sub in (schema.get(key) or {}).values()]
+    for key in ("allOf", "anyOf", "oneOf", "prefixItems"):
+        subs += [(sub, resolver) for sub in schema.get(key) or ()]
+    for key in ("items", "additionalProperties", "then", "else", "unevaluatedProperties"):
+        subs.append((schema.get(key), resolver))
+    return any(_holds_secret(sub, r, seen) for sub, r in subs)
+
+
+def _strings(value: Any) -> Iterator[str]:
+    """Every string in a JSON value, keys included."""
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield key
+            yield from _strings(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _strings(item)
+
+
+def _secret_strings(schema: Any, resolver: Resolver, value: Any, depth: int = 0) -> Iterator[str]:
+    """The strings of ``value`` that sit where ``schema`` says ``writeOnly``."""
+    if not isinstance(schema, dict) or depth > 32:
+        return
+    if schema.get("writeOnly") is True:
+        yield from _strings(value)
+        return
+    branches: list[tuple[Any, Resolver]] = []
+    if isinstance(schema.get("$ref"), str):
+        branches.append(_resolve(schema["$ref"], resolver))
+    for key in ("allOf", "anyOf", "oneOf"):
+        branches += [(sub, resolver) for sub in schema.get(key) or ()]
+    branches += [(schema.get(key), resolver) for key in ("then", "else")]
+    for sub, sub_resolver in branches:
+        yield from _secret_strings(sub, sub_resolver, value, depth + 1)
+    if isinstance(value, dict):
+        properties = schema.get("properties") or {}
+        patterns = schema.get("patternProperties") or {}
+        for key, item in value.items():
+            subs = [properties[key]] if key in properties else []
+            subs += [sub for p, sub in patterns.items() if re.search(p, key)]
+            if not subs and key not in properties:
+                subs.append(schema.get("additionalProperties"))
+            for sub in subs:
+                yield from _secret_strings(sub, resolver, item, depth + 1)
+    elif isinstance(value, list):
+        prefix = schema.get("prefixItems") or []
+        for i, item in enumerate(value):
+            sub = prefix[i] if i < len(prefix) else schema.get("items")
+            yield from _secret_strings(sub, resolver, item, depth + 1)
+
+
 def _collect_properties(
     schema: Any, resolver: Resolver, out: dict[str, list[tuple[Any, Resolver]]], depth: int = 0
 ) -> None:
@@ -186,12 +254,14 @@ def _variable(name: str, parts: list[tuple[Any, Resolver]]) -> Variable:
             default = facets.default
     # any environment value is a string: a string alternative tried first would take them all
     ordered = [t for t in types if t != "string"] + [t for t in types if t == "string"]
+    seen: set[int] = set()
     return Variable(
         name,
         tuple(ordered),
         None if default is _MISSING else default,
         default is not _MISSING,
         secret,
+        secret or any(_holds_secret(sub, resolver, seen) for sub, resolver in parts),
     )
 
 
@@ -218,10 +288,12 @@ class CompiledSchema:
         found: dict[str, list[tuple[Any, Resolver]]] = {}
         _collect_properties(root, resolver, found)
         self.variables: dict[str, Variable] = {n: _variable(n, p) for n, p in found.items()}
+        self._parts = found
         self.closed = (
             root.get("additionalProperties") is False or root.get("unevaluatedProperties") is False
         )
-        self._secret_names = {n for n, v in self.variables.items() if v.secret}
+        # a variable holding a secret somewhere inside is never quoted, at any depth
+        self._secret_names = {n for n, v in self.variables.items() if v.holds_secret}
         self._conditions: dict[int, str] = {}
         ifs: list[dict[str, Any]] = []
         self._walk(root, resolver, set(), ifs)
@@ -232,6 +304,12 @@ class CompiledSchema:
             if isinstance(schema.get("else"), dict):
                 self._conditions[id(schema["else"])] = f"unless {when}"
         self._order = {name: i for i, name in enumerate(self.variables)}
+
+    def secret_strings(self, name: str, value: Any) -> Iterator[str]:
+        """The strings of variable ``name``'s ``value`` that its schema marks ``writeOnly``
+        (at any depth: a password inside an object variable)."""
+        for sub, resolver in self._parts.get(name, ()):
+            yield from _secret_strings(sub, resolver, value)
 
     def _walk(
         self, schema: Any, resolver: Resolver, seen: set[int], ifs: list[dict[str, Any]]

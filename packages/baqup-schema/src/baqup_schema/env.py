@@ -220,11 +220,14 @@ def load_from_env(
             try:
                 values[name] = coerce(raw[name], var.types) if coerce_types else raw[name]
             except ValueError as exc:
-                shown = "" if var.secret else echo(raw[name])
+                shown = "" if var.holds_secret else echo(raw[name])
                 problems.append(ConfigProblem(name, f"{exc}{shown}", "type"))
                 failed.add(name)
         elif apply_defaults and var.has_default:
             values[name] = copy.deepcopy(var.default)
+        if var.holds_secret and name in values:  # before any message is phrased
+            for text in compiled.secret_strings(name, values[name]):
+                REDACTOR.register(text)
     for error in compiled.errors(values):
         top = top_variable(error.path)
         if top in failed:

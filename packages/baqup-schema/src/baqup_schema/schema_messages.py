@@ -74,7 +74,7 @@ def choices(values: Any) -> str:
 def echo(value: Any) -> str:
     """`` (got "value")``, redacted and cut short: the value of a non-secret property."""
     if isinstance(value, str):
-        value = REDACTOR.redact(value[: _ECHO_MAX * 4])
+        value = REDACTOR.redact(value)[: _ECHO_MAX * 4]  # cut after: a cut secret is not found
     return f" (got {short(value)})"
 
 
