@@ -9,6 +9,6 @@ from baqup_schema.redaction import MIN_SECRET_LENGTH as MIN_SECRET_LENGTH
 from baqup_schema.redaction import REDACTED as REDACTED
 from baqup_schema.redaction import REDACTOR as REDACTOR
 from baqup_schema.redaction import Redactor as Redactor
-from baqup_schema.redaction import redact as redact
 from baqup_schema.redaction import escape_surrogates as escape_surrogates
+from baqup_schema.redaction import redact as redact
 from baqup_schema.redaction import unescape_surrogates as unescape_surrogates
