@@ -64,7 +64,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--heartbeat-interval", type=float, default=0.3, metavar="S")
     p.add_argument("--grace-period", type=float, default=2.0, metavar="S")
-    p.add_argument("--no-redis", action="store_true", help="spool-only scenarios")
+    p.add_argument(
+        "--no-redis", action="store_true", help="spool-only scenarios (a waiver of Redis)"
+    )
+    p.add_argument(
+        "--allow-untested",
+        action="append",
+        default=[],
+        metavar="CHECK",
+        help="waive CHECK's scenarios that could not be exercised (else: INCOMPLETE, exit 3)",
+    )
     p.add_argument("--jobs", type=int, default=4, help="scenarios run at the same time")
     p.add_argument("--keep", action="store_true", help="keep the sandbox for inspection")
     p.add_argument(

@@ -37,7 +37,8 @@ def options_from_args(args: argparse.Namespace) -> SuiteOptions:
         timeout=args.timeout,
         heartbeat_interval=args.heartbeat_interval,
         grace_period=args.grace_period,
-        redis=False if args.no_redis else None,
+        no_redis=args.no_redis,
+        allow_untested=list(args.allow_untested),
         jobs=args.jobs,
         keep=args.keep,
         compare_command=shlex.split(args.compare_command) if args.compare_command else None,
@@ -45,7 +46,8 @@ def options_from_args(args: argparse.Namespace) -> SuiteOptions:
 
 
 def conformance_command(args: argparse.Namespace) -> int:
-    """Run the suite; print text (or JSON), write JUnit XML; exit 0 only when it passed."""
+    """Run the suite; print text (or JSON), write JUnit XML. Exit 0 when it passed, 1 when
+    a check failed, 3 when INCOMPLETE (a scenario could not be exercised), 64 on usage."""
     try:
         options = options_from_args(args)
         report = Suite(options).run()
@@ -55,4 +57,4 @@ def conformance_command(args: argparse.Namespace) -> int:
     if args.junit_xml:
         Path(args.junit_xml).write_text(report.to_junit_xml(), encoding="utf-8")
     print(report.to_json() if args.json else report.to_text())
-    return 0 if report.passed else 1
+    return report.exit_code

@@ -3,7 +3,8 @@
 The monitor polls, every few milliseconds, the job's spool and Redis stream (the
 messages), the heartbeat key's TTL, and the output directory (to catch a partially
 visible output); once the agent reports ``running`` it sends the scenario's SIGTERM or
-cancel, and it kills an agent that outlives its timeout.
+cancel (at once: the moment is observed, not guessed), and it kills an agent that
+outlives its timeout.
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ from baqup_agent.conformance.observed import Message, Run, Snapshot, SuiteContex
 POLL_SECONDS = 0.005
 TTL_SAMPLE_SECONDS = 0.04
 STREAM_POLL_SECONDS = 0.02
-ACTION_DELAY = 0.1  # after "running" is seen, so the job is really under way
 ACTION_FALLBACK = 0.5  # of the scenario timeout: act anyway when no "running" is reported
 KILL_AFTER_GRACE = 5.0  # a stop request not honoured by then is killed
 
@@ -63,10 +63,10 @@ class Monitor:
                 return
             self.poll(now)
             if sc.action and run.action_at is None:
+                # at a moment observed on the bus (running, or a first progress message),
+                # never after a guessed delay
                 seen = run.running_seen_at
-                if (seen is not None and now >= seen + ACTION_DELAY) or (
-                    seen is None and now >= run.started + ACTION_FALLBACK * self.ctx.timeout
-                ):
+                if seen is not None or (now >= run.started + ACTION_FALLBACK * self.ctx.timeout):
                     self.act()
             time.sleep(POLL_SECONDS)
         run.ended = time.monotonic()
@@ -140,9 +140,11 @@ class Monitor:
         self.run.messages.append(msg)
         if (
             data is not None
-            and data.get("type") == "state_change"
-            and data.get("to_state") == "running"
             and self.run.running_seen_at is None
+            and (
+                data.get("type") == "progress"
+                or (data.get("type") == "state_change" and data.get("to_state") == "running")
+            )
         ):
             self.run.running_seen_at = now
 

@@ -90,6 +90,15 @@ class Run:
     stream_fields: list[list[str]] = field(default_factory=list)  # field names per entry
     published_after: bool = False
     staging_left: bool = False
+    fixture: Path | None = None  # what {fixture} is in this run (an enlarged copy, maybe)
+
+    def missed_action(self, race: float) -> bool:
+        """Whether the scenario's SIGTERM or cancel came too late to judge: never sent, or
+        sent when the output was (all but) published, within ``race`` seconds."""
+        if self.action_at is None:
+            return True
+        published = [s.at for s in self.snapshots if isinstance(s.manifest, dict)]
+        return bool(published) and min(published) <= self.action_at + race
 
     @property
     def duration(self) -> float:

@@ -28,9 +28,10 @@ def expand(value: str, run: Run, ctx: SuiteContext) -> str:
     backup and the target for a restore (for agents with one "where the data lives"
     variable), {staging}, {job_id} and {workdir} of the scenario.
     """
-    data = run.target if run.scenario.role == "restore" else ctx.fixture
+    fixture = run.fixture or ctx.fixture
+    data = run.target if run.scenario.role == "restore" else fixture
     for key, sub in (
-        ("{fixture}", str(ctx.fixture)),
+        ("{fixture}", str(fixture)),
         ("{data}", str(data)),
         ("{target}", str(run.target)),
         ("{staging}", str(run.staging)),
@@ -51,7 +52,7 @@ def build_env(run: Run, ctx: SuiteContext) -> dict[str, str]:
         "HOME": str(run.workdir / "home"),
         "TMPDIR": str(run.workdir / "tmp"),
         # not BAQUP_*: an agent may (rightly) reject unknown variables of the contract's prefix
-        "CONFORMANCE_FIXTURE": str(ctx.fixture),
+        "CONFORMANCE_FIXTURE": str(run.fixture or ctx.fixture),
         "CONFORMANCE_TARGET": str(run.target),
         "BAQUP_JOB_ID": run.job_id,
         "BAQUP_AGENT_ID": ctx.agent_id,
@@ -86,6 +87,10 @@ def build_env(run: Run, ctx: SuiteContext) -> dict[str, str]:
             path.write_text(value + "\n", encoding="utf-8")
             path.chmod(0o600)
             env[f"{var}_FILE"] = str(path)
+    if sc.heartbeat_ttl:  # a TTL other than the default, so the check sees it honoured
+        env["BAQUP_HEARTBEAT_TTL"] = f"{sc.heartbeat_ttl * ctx.heartbeat_interval:g}"
+    if sc.log_level:
+        env["BAQUP_LOG_LEVEL"] = sc.log_level
     env.update({k: expand(v, run, ctx) for k, v in ctx.env.items()})
     if sc.slow:
         env.update({k: expand(v, run, ctx) for k, v in ctx.slow_env.items()})

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,7 +16,6 @@ from baqup_agent.conformance.checks._base import (
     exit_text,
     must,
     note,
-    should,
 )
 from baqup_agent.conformance.fixture import compare_trees
 from baqup_agent.conformance.observed import Run
@@ -35,6 +35,36 @@ def atomic_publication(inp: CheckInput) -> Iterator[Finding]:
             yield must(problem[0], run, problem[1])
         if run.published_after and run.staging_left:
             yield must(f".staging/{run.job_id} left behind after publication", run)
+        stray = stray_entries(run)
+        if stray:
+            yield must(
+                "written in the staging root outside .staging/JOB_ID, the output, the lock "
+                "file and the spool",
+                run,
+                ", ".join(stray[:5]),
+            )
+
+
+def stray_entries(run: Run) -> list[str]:
+    """What the run left in its staging root besides what the contract lets it write:
+    ``.staging/JOB_ID/``, the output ``JOB_ID/``, the lock ``.staging/.locks/JOB_ID``
+    and the spool (``.spool/`` by default)."""
+    allowed_dirs = {".staging", ".staging/.locks"}
+    allowed_trees = {run.job_id, f".staging/{run.job_id}", f".staging/.locks/{run.job_id}"}
+    spool_root = run.spool.parent
+    out = []
+    for dirpath, dirnames, filenames in os.walk(run.staging):
+        base = Path(dirpath)
+        for name in [*dirnames, *filenames]:
+            path = base / name
+            rel = path.relative_to(run.staging).as_posix()
+            if rel in allowed_trees or path == spool_root or spool_root in path.parents:
+                if name in dirnames:
+                    dirnames.remove(name)  # not walked: the contract's own places
+                continue
+            if rel not in allowed_dirs or not path.is_dir():
+                out.append(rel)
+    return sorted(out)
 
 
 def _first_partial_view(run: Run) -> tuple[str, str] | None:
@@ -147,7 +177,7 @@ def output_permissions(inp: CheckInput) -> Iterator[Finding]:
             mode = path.lstat().st_mode & 0o777
             if mode & 0o004:
                 rel = path.relative_to(run.staging).as_posix()
-                yield should(f"{rel} is world-readable (mode {mode:o})", run)
+                yield must(f"{rel} is world-readable (mode {mode:o})", run)
                 break
 
 
@@ -179,7 +209,7 @@ def restore_verifies(inp: CheckInput) -> Iterator[Finding]:
         )
     written = sorted(p.relative_to(run.target).as_posix() for p in run.target.rglob("*"))
     if written:
-        yield should(
+        yield must(
             "the restore wrote into the target before verifying checksums", run, str(written[:5])
         )
 
