@@ -19,6 +19,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from baqup_agent.conformance.inotify import TreeWatch
 from baqup_agent.conformance.observed import Message, Run, Snapshot, SuiteContext
 
 POLL_SECONDS = 0.005
@@ -31,8 +32,15 @@ KILL_AFTER_GRACE = 5.0  # a stop request not honoured by then is killed
 class Monitor:
     """Polls the bus, the heartbeat key and the staging directory while the agent runs."""
 
-    def __init__(self, run: Run, ctx: SuiteContext, proc: subprocess.Popen[bytes]) -> None:
+    def __init__(
+        self,
+        run: Run,
+        ctx: SuiteContext,
+        proc: subprocess.Popen[bytes],
+        watch: TreeWatch | None = None,
+    ) -> None:
         self.run = run
+        self.tree = watch
         self.ctx = ctx
         self.proc = proc
         self.client: Any = (
@@ -77,6 +85,10 @@ class Monitor:
         if not run.ended:
             run.ended = time.monotonic()
         self.poll(time.monotonic(), final=True)
+        if self.tree is not None:
+            self.tree.close()
+            run.staging_events = self.tree.events
+            run.staging_events_overflowed = self.tree.overflowed
         run.published_after = run.output.exists()
         run.staging_left = (run.staging / ".staging" / run.job_id).exists()
         if self.client is not None:

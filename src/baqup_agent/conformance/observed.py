@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from baqup_agent.conformance.scenarios import Scenario
 
 if TYPE_CHECKING:
+    from baqup_agent.conformance.inotify import Event
     from baqup_agent.conformance.redis_server import LocalRedis
 
 
@@ -91,6 +92,8 @@ class Run:
     published_after: bool = False
     staging_left: bool = False
     fixture: Path | None = None  # what {fixture} is in this run (an enlarged copy, maybe)
+    staging_events: list[Event] | None = None  # inotify's view of the staging root
+    staging_events_overflowed: bool = False
 
     def missed_action(self, race: float) -> bool:
         """Whether the scenario's SIGTERM or cancel came too late to judge: never sent, or

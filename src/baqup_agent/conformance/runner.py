@@ -16,6 +16,7 @@ import uuid
 from pathlib import Path
 from typing import IO
 
+from baqup_agent.conformance.inotify import TreeWatch
 from baqup_agent.conformance.monitor import Monitor
 from baqup_agent.conformance.observed import Run, SuiteContext
 from baqup_agent.conformance.scenarios import Scenario
@@ -130,6 +131,7 @@ def execute(run: Run, ctx: SuiteContext) -> Run:
     if spool_dir:
         run.spool = Path(spool_dir) / run.job_id
     command = [expand(a, run, ctx) for a in ctx.command]
+    watch = TreeWatch.open(run.staging)
     run.started = time.monotonic()
     try:
         proc = subprocess.Popen(
@@ -142,6 +144,8 @@ def execute(run: Run, ctx: SuiteContext) -> Run:
             start_new_session=True,  # its own process group: children are killed with it
         )
     except OSError as exc:
+        if watch is not None:
+            watch.close()
         raise RuntimeError(f"cannot run the agent {command[0]!r}: {exc.strerror}") from None
     assert proc.stdout is not None and proc.stderr is not None
     readers = [
@@ -150,7 +154,7 @@ def execute(run: Run, ctx: SuiteContext) -> Run:
     ]
     for t in readers:
         t.start()
-    monitor = Monitor(run, ctx, proc)
+    monitor = Monitor(run, ctx, proc, watch)
     try:
         monitor.watch()
     finally:

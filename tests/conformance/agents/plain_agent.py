@@ -40,7 +40,7 @@ VARIANTS = (
     "seq-from-1", "heartbeat-after-result", "float-integer", "log-level-ignored",
     "heartbeat-ttl-wrong", "bad-config-bus", "config-error-unnamed", "retryable-wrong",
     "sigterm-exit70", "sigterm-status-failed", "log-on-stdout", "restore-writes-first",
-    "stray-file", "result-no-expiry",
+    "stray-file", "result-no-expiry", "manifest-first", "temp-outside",
 )  # fmt: skip
 BROKEN = os.environ.get("BROKEN", "")
 assert BROKEN in ("", *VARIANTS), f"unknown BROKEN variant {BROKEN!r}"
@@ -310,6 +310,11 @@ class Job:
         self.work = work
         if BROKEN == "stray-file":
             (staging / "scratch.tmp").write_text("outside .staging/JOB_ID", encoding="utf-8")
+        if BROKEN == "temp-outside":  # written and removed: only a watch of the tree sees it
+            (staging / "scratch.tmp").write_text("outside .staging/JOB_ID", encoding="utf-8")
+            (staging / "scratch.tmp").unlink()
+        if BROKEN == "manifest-first":  # a draft manifest before the artifacts
+            (work / "manifest.json").write_text("{}", encoding="utf-8")
         source = Path(cfg["source"])
         artifact = work / "data.tar.gz"
         with artifact.open("wb") as raw, tarfile.open(fileobj=raw, mode="w:gz") as tar:

@@ -11,6 +11,7 @@ from baqup_agent.conformance.checks.output import (
     output_permissions,
     restore_verifies,
     round_trip,
+    staging_writes,
 )
 from baqup_agent.conformance.checks.process import bad_config, exit_codes, log_records
 from baqup_agent.conformance.checks.security import secrets
@@ -68,7 +69,7 @@ CHECKS: tuple[Check, ...] = (
     Check("cancel", "§1", "a cancel (control stream or control.jsonl) stops the job",
           cancel, scenarios=_STOPPED[1:], roles=_BACKUP,
           fix="poll baqup:{JOB_ID}:control (Redis) or SPOOL/JOB_ID/control.jsonl",
-          rules=("§3.7", "§1.4", "§1.5")),
+          rules=("§1.4", "§1.5", "§3.7")),
     Check("bad-config", "§2", "an invalid config exits 64 with a structured error, nothing "
           "else", bad_config,
           scenarios=("config-missing-job-id", "config-bad-interval", "config-restore-no-source"),
@@ -102,6 +103,11 @@ CHECKS: tuple[Check, ...] = (
           rules=("§0.5",)),
     Check("log-level", "§6", "no record below BAQUP_LOG_LEVEL is written", log_level,
           fix="drop records below BAQUP_LOG_LEVEL before formatting them", rules=("§6.4",)),
+    Check("staging-writes", "§4", "inside staging: artifacts complete, then the manifest, "
+          "nothing written elsewhere", staging_writes, scenarios=_PUBLISHING + _STOPPED,
+          roles=_BACKUP,
+          fix="write only in .staging/JOB_ID/, close every artifact, write manifest.json last",
+          rules=("§4.1", "§4.2")),
 )  # fmt: skip
 
 NOT_CHECKABLE: dict[str, str] = {

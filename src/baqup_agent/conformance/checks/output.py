@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -35,14 +36,6 @@ def atomic_publication(inp: CheckInput) -> Iterator[Finding]:
             yield must(problem[0], run, problem[1])
         if run.published_after and run.staging_left:
             yield must(f".staging/{run.job_id} left behind after publication", run)
-        stray = stray_entries(run)
-        if stray:
-            yield must(
-                "written in the staging root outside .staging/JOB_ID, the output, the lock "
-                "file and the spool",
-                run,
-                ", ".join(stray[:5]),
-            )
 
 
 def stray_entries(run: Run) -> list[str]:
@@ -65,6 +58,76 @@ def stray_entries(run: Run) -> list[str]:
             if rel not in allowed_dirs or not path.is_dir():
                 out.append(rel)
     return sorted(out)
+
+
+_WRITES = ("create", "modify", "close-write", "moved-to")
+
+
+def staging_writes(inp: CheckInput) -> Iterator[Finding]:
+    """Inside the staging root, seen as it happened (inotify): the artifacts are complete
+    before the manifest is written, the manifest is last, and nothing is written outside
+    ``.staging/JOB_ID/``, the output, the lock file and the spool. Without inotify (not
+    Linux), the final tree only."""
+    for run in inp.runs:
+        stray = stray_entries(run)
+        if stray:
+            yield must(
+                "left in the staging root outside .staging/JOB_ID, the output, the lock "
+                "file and the spool",
+                run,
+                ", ".join(stray[:5]),
+            )
+        if run.staging_events is None:
+            yield note("inotify is not available here: only the final tree was judged", run)
+            continue
+        if run.staging_events_overflowed:
+            yield note("the inotify queue overflowed: some writes were not seen", run)
+        work = f".staging/{run.job_id}/"
+        manifest = work + MANIFEST
+        manifest_seen = False
+        outside: list[str] = []
+        after: list[str] = []
+        for event in run.staging_events:
+            # "listed": there when its directory began to be watched, so written before
+            if event.kind not in _WRITES and event.kind != "listed":
+                continue
+            if not _allowed(run, event.path):
+                outside.append(f"{event.kind} {event.path}")
+            elif event.path == manifest:
+                manifest_seen = True
+            elif (
+                manifest_seen
+                and event.kind != "listed"
+                and event.path.startswith(work)
+                and not event.is_dir
+            ):
+                after.append(f"{event.kind} {event.path.removeprefix(work)}")
+        if outside and not stray:
+            yield must(
+                "written in the staging root outside .staging/JOB_ID, the output, the lock "
+                "file and the spool (and removed before the end)",
+                run,
+                ", ".join(outside[:5]),
+            )
+        if after:
+            yield must(
+                f"written in .staging/{run.job_id}/ after {MANIFEST}: the manifest must come "
+                "last, once every artifact is complete",
+                run,
+                ", ".join(after[:5]),
+            )
+
+
+def _allowed(run: Run, rel: str) -> bool:
+    spool = run.spool.parent
+    with contextlib.suppress(ValueError):
+        spool_rel = spool.relative_to(run.staging).as_posix()
+        if rel == spool_rel or rel.startswith(spool_rel + "/"):
+            return True
+    places = (run.job_id, f".staging/{run.job_id}", f".staging/.locks/{run.job_id}")
+    return rel in (".staging", ".staging/.locks") or any(
+        rel == p or rel.startswith(p + "/") for p in places
+    )
 
 
 def _first_partial_view(run: Run) -> tuple[str, str] | None:

@@ -58,7 +58,8 @@ def result_last(inp: CheckInput) -> Iterator[Finding]:
             kinds = [m.type for m in msgs]
             if "result" not in kinds:
                 continue
-            after = msgs[kinds.index("result") + 1 :]
+            # a second result is result-once's finding; anything else may not follow
+            after = [m for m in msgs[kinds.index("result") + 1 :] if m.type != "result"]
             if after:
                 yield must(
                     f"{len(after)} message(s) after the result in the {source} "
