@@ -104,4 +104,4 @@ def test_should_rules_only_warn_without_strict(tmp_path: Path) -> None:
     )
     assert report.passed
     assert report.check("result-once").status is Status.WARN
-    assert "expiry" in report.to_text()
+    assert "never expires" in report.to_text()

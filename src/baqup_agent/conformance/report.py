@@ -301,10 +301,8 @@ class Report:
             names = ", ".join(sorted(self.untested_checks))
             text += f": not exercised: {names}; see the untested lines above"
         elif verdict is Verdict.SELECTED:
-            text += (
-                f": certifies only the {len(self.checks)} checks run; not run: "
-                f"{', '.join(self.not_run)}"
-            )
+            ran = ", ".join(c.name for c in self.checks)
+            text += f": certifies only the check(s) run: {ran}; not run: {', '.join(self.not_run)}"
         elif verdict is Verdict.WAIVED:
             text += f": not certified: {', '.join(self.waivers)}"
         return text
