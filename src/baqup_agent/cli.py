@@ -62,6 +62,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME",
         help="an agent secret variable to inject a canary into (also NAME_FILE)",
     )
+    p.add_argument(
+        "--real-secret-var",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a secret the agent really needs: its value (from --env, the environment or "
+        "NAME_FILE) is passed on unchanged and searched for in every output",
+    )
     p.add_argument("--heartbeat-interval", type=float, default=0.3, metavar="S")
     p.add_argument("--grace-period", type=float, default=2.0, metavar="S")
     p.add_argument(

@@ -259,3 +259,30 @@ def test_the_tree_watch_sees_writes_in_order_across_renames(tmp_path: Path) -> N
     paths = [e.path for e in watch.events if e.kind in ("create", "listed") and not e.is_dir]
     assert paths.index(".staging/job/manifest.json") < paths.index(".staging/job/late")
     assert "job/after" in paths  # the watch followed the rename
+
+
+@pytest.mark.parametrize("broken", ["", "leak-secret", "leak-secret-b64"])
+def test_a_real_secret_is_passed_on_and_searched_but_never_reported(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, broken: str
+) -> None:
+    real = "Real-S3cret/with+odd@chars"
+    secret_file = tmp_path / "token"
+    secret_file.write_text(real + "\n", encoding="utf-8")
+    monkeypatch.setenv("PLAIN_TOKEN_FILE", str(secret_file))  # as a CI job would provide it
+    env = {**PLAIN_OPTIONS["env"], **({"BROKEN": broken} if broken else {})}
+    report = run_suite(PLAIN, env=env, real_secret_vars=["PLAIN_TOKEN"], only=["secrets"],
+                       role="backup", no_redis=True, workdir=tmp_path / "w")  # fmt: skip
+    check = report.check("secrets")
+    assert check.status is (Status.FAIL if broken else Status.PASS), report.to_text()
+    outputs = report.to_text() + report.to_json() + report.to_junit_xml()
+    for form in spellings(real).values():
+        assert form not in outputs
+
+
+def test_a_real_secret_without_a_value_is_a_usage_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("NO_SUCH_SECRET", raising=False)
+    monkeypatch.delenv("NO_SUCH_SECRET_FILE", raising=False)
+    with pytest.raises(ValueError, match="neither NO_SUCH_SECRET nor NO_SUCH_SECRET_FILE"):
+        Suite(SuiteOptions(["true"], real_secret_vars=["NO_SUCH_SECRET"]))
+    with pytest.raises(ValueError, match="too short"):
+        Suite(SuiteOptions(["true"], env={"S": "abc"}, real_secret_vars=["S"]))

@@ -31,6 +31,7 @@ def options_from_args(args: argparse.Namespace) -> SuiteOptions:
         env=_pairs(args.env, "--env"),
         slow_env=_pairs(args.slow_env, "--slow-env"),
         secret_vars=list(args.secret_var),
+        real_secret_vars=list(args.real_secret_var),
         fixture=Path(args.fixture) if args.fixture else None,
         strict=args.strict,
         only=list(args.only),

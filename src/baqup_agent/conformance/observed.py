@@ -53,6 +53,7 @@ class SuiteContext:
     env: dict[str, str]  # --env, values may hold placeholders
     slow_env: dict[str, str]
     canaries: dict[str, str]  # variable -> canary value
+    real_secrets: dict[str, str]  # variable -> its real value (passed on, searched)
     redis: LocalRedis | None
     closed_port: int
     cwd: str | None = None

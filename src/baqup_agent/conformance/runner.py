@@ -92,6 +92,13 @@ def build_env(run: Run, ctx: SuiteContext) -> dict[str, str]:
         env["BAQUP_HEARTBEAT_TTL"] = f"{sc.heartbeat_ttl * ctx.heartbeat_interval:g}"
     if sc.log_level:
         env["BAQUP_LOG_LEVEL"] = sc.log_level
+    for var, value in ctx.real_secrets.items():
+        # as the caller configured it: the value itself, or the file that holds it
+        if var not in ctx.env and f"{var}_FILE" not in ctx.env:
+            if var in os.environ:
+                env[var] = value
+            else:
+                env[f"{var}_FILE"] = os.environ[f"{var}_FILE"]
     env.update({k: expand(v, run, ctx) for k, v in ctx.env.items()})
     if sc.slow:
         env.update({k: expand(v, run, ctx) for k, v in ctx.slow_env.items()})

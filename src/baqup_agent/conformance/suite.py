@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import math
+import os
 import shlex
 import shutil
 import tempfile
@@ -50,7 +51,8 @@ class SuiteOptions:
     role: str = "both"  # backup, restore or both
     env: Mapping[str, str] = field(default_factory=dict)
     slow_env: Mapping[str, str] = field(default_factory=dict)
-    secret_vars: Sequence[str] = ()
+    secret_vars: Sequence[str] = ()  # replaced by canaries, searched everywhere
+    real_secret_vars: Sequence[str] = ()  # kept as configured (env or NAME_FILE), searched
     fixture: Path | None = None
     strict: bool = False
     only: Sequence[str] = ()
@@ -81,7 +83,7 @@ class SuiteOptions:
             self.fixture = Path(self.fixture)
         if isinstance(self.compare_command, str):
             self.compare_command = shlex.split(self.compare_command)
-        for name in ("only", "allow_untested", "secret_vars"):
+        for name in ("only", "allow_untested", "secret_vars", "real_secret_vars"):
             if isinstance(getattr(self, name), str):
                 setattr(self, name, [getattr(self, name)])
 
@@ -112,6 +114,10 @@ class Suite:
                 f"{', '.join(sorted(taken))}: set by the suite for each scenario "
                 "(see --heartbeat-interval and --grace-period)"
             )
+        both = set(options.secret_vars) & set(options.real_secret_vars)
+        if both:
+            raise ValueError(f"{', '.join(sorted(both))}: a canary or the real value, not both")
+        self.real_secrets = {v: _real_secret(v, options.env) for v in options.real_secret_vars}
         if options.fixture is not None and not Path(options.fixture).is_dir():
             raise ValueError(f"--fixture {options.fixture}: not a directory")
         self.options = options
@@ -198,6 +204,7 @@ class Suite:
             env=dict(opts.env),
             slow_env=dict(opts.slow_env),
             canaries=canaries,
+            real_secrets=self.real_secrets,
             redis=redis,
             closed_port=free_port(),
             cwd=opts.cwd,
@@ -338,11 +345,34 @@ class Suite:
 
 CALIBRATION = "backup-spool"
 """The scenario whose job, neither throttled nor interrupted, sizes the interrupted ones."""
-TARGET_JOB_SECONDS = 4.0  # how long the interrupted scenarios' job should last (calibrated)
+TARGET_JOB_SECONDS = 8.0  # how long the interrupted scenarios' job would last (calibrated)
 SCALE_RETRIES = 2  # more runs, each with SCALE_STEP times the copies, when the job was too fast
 SCALE_STEP = 4
 MAX_COPIES = 4096
 MAX_FIXTURE_BYTES = 256 << 20  # the enlarged fixture stays below this
+
+
+def _real_secret(name: str, env: Mapping[str, str]) -> str:
+    """The value of a secret kept as configured: ``--env NAME=...``, else the caller's
+    environment, else the file ``NAME_FILE`` names (either way)."""
+    value = env.get(name, os.environ.get(name))
+    if value is None:
+        path = env.get(f"{name}_FILE", os.environ.get(f"{name}_FILE"))
+        if path is None:
+            raise ValueError(f"--real-secret-var {name}: neither {name} nor {name}_FILE is set")
+        try:
+            value = Path(path).read_text(encoding="utf-8").removesuffix("\n")
+        except OSError as exc:
+            raise ValueError(f"--real-secret-var {name}: {name}_FILE: {exc.strerror}") from None
+    if len(value) < MIN_REAL_SECRET:
+        raise ValueError(
+            f"--real-secret-var {name}: shorter than {MIN_REAL_SECRET} characters, too short "
+            "to search for without matching everywhere"
+        )
+    return value
+
+
+MIN_REAL_SECRET = 6
 
 
 def _copies_for(calibration: Run) -> int:
