@@ -49,6 +49,7 @@ EXPECTED: dict[str, tuple[str, bool]] = {
     "stray-file": ("staging-writes", False),
     "temp-outside": ("staging-writes", False),
     "manifest-first": ("staging-writes", False),
+    "restore-unsafe": ("restore-hostile", False),
     "result-no-expiry": ("result-once", True),
 }
 
@@ -81,7 +82,7 @@ def test_compliant_agent_without_the_sdk_passes_every_check(reports: dict[str, R
     statuses = {c.name: c.status for c in report.checks}
     assert statuses == dict.fromkeys(statuses, Status.PASS), report.to_text()
     assert "redis-server" in report.redis  # the Redis scenarios really ran
-    assert len(report.checks) == 21
+    assert len(report.checks) == 22
     assert report.verdict is Verdict.CONFORMANT and report.exit_code == 0
     assert "-> CONFORMANT (exit 0)" in report.to_text()
 

@@ -73,6 +73,7 @@ class Run:
     env: dict[str, str] = field(default_factory=dict)
     bus: str = ""  # the bus actually used ("redis" falls back to "spool" without a server)
     skipped: str = ""  # why the scenario did not run
+    skip_how: str = ""  # how to make it run
     restore_source: Path | None = None
     exit_code: int | None = None
     timed_out: bool = False

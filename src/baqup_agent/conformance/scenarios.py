@@ -29,7 +29,7 @@ class Scenario:
     slow: bool = False
     action: Literal["sigterm", "cancel"] | None = None
     fault: Literal["missing-job-id", "bad-interval", "missing-restore-source"] | None = None
-    source: Literal["backup", "corrupt"] | None = None  # what a restore reads
+    source: Literal["backup", "corrupt", "hostile"] | None = None  # what a restore reads
     needs_redis: bool = False  # not applicable without a redis-server
     heartbeat_ttl: float = 0  # BAQUP_HEARTBEAT_TTL in intervals (0: unset, the default)
     log_level: str = ""  # BAQUP_LOG_LEVEL (empty: DEBUG, everything)
@@ -65,6 +65,9 @@ SCENARIOS: tuple[Scenario, ...] = (
              "redis", "env", source="backup"),
     Scenario("restore-corrupt", "restore of a copy of that output with one byte flipped",
              "restore", "spool", "file", source="corrupt"),
+    Scenario("restore-hostile", "restore of a copy of that output whose tar archive tries "
+             "to escape the target (manifest and checksums valid)", "restore", "spool", "env",
+             source="hostile"),
     Scenario("config-restore-no-source", "restore without BAQUP_RESTORE_SOURCE", "restore",
              "spool", "env", fault="missing-restore-source"),
 )  # fmt: skip

@@ -19,6 +19,7 @@ from baqup_agent.conformance.canary import make_canary
 from baqup_agent.conformance.checks import BY_NAME, CHECKS, Check, CheckInput, NotApplicable
 from baqup_agent.conformance.checks.lifecycle import RACE
 from baqup_agent.conformance.fixture import make_default_fixture, scaled_fixture
+from baqup_agent.conformance.hostile import NotTar, hostile_copy, make_outside
 from baqup_agent.conformance.observed import Run, SuiteContext
 from baqup_agent.conformance.redis_server import LocalRedis, free_port
 from baqup_agent.conformance.report import (
@@ -243,15 +244,15 @@ class Suite:
 
     def _scenario(self, sc: Scenario, ctx: SuiteContext, futures: dict[str, cf.Future[Run]]) -> Run:
         source = None
-        skipped = ""
+        skipped = how = ""
         if sc.needs_redis and ctx.redis is None:
             skipped = "needs Redis, which this suite run does not have"
         elif sc.source is not None:
             backup = futures["backup"].result()
-            source, skipped = _restore_source(backup, sc, ctx)
+            source, skipped, how = _restore_source(backup, sc, ctx)
         if sc.action is None or not self.options.scale_fixture or skipped:
             run = new_run(sc, ctx, source)
-            run.skipped = skipped
+            run.skipped, run.skip_how = skipped, how
             return run if skipped else execute(run, ctx)
         return self._interrupted(sc, ctx, futures[CALIBRATION].result())
 
@@ -296,7 +297,8 @@ class Suite:
                 if SCENARIOS_BY_NAME[n].needs_redis and ctx.redis is None:
                     result.untested.append(self._redis_untested(f"scenario {n}"))
                 else:
-                    result.untested.append(Untested(n, runs[n].skipped, check.fix))
+                    how = runs[n].skip_how or check.fix
+                    result.untested.append(Untested(n, runs[n].skipped, how))
         if check.redis_part and ctx.redis is None:
             result.untested.append(self._redis_untested(check.redis_part))
         if not observed:
@@ -391,25 +393,39 @@ def _status(result: CheckResult, strict: bool) -> Status:
     return Status.WARN if Level.SHOULD in levels else Status.PASS
 
 
-def _restore_source(backup: Run, sc: Scenario, ctx: SuiteContext) -> tuple[Path | None, str]:
-    """The directory a restore scenario reads: the backup's output or a corrupted copy."""
+def _restore_source(backup: Run, sc: Scenario, ctx: SuiteContext) -> tuple[Path | None, str, str]:
+    """The directory a restore scenario reads: the backup's output, a corrupted copy or a
+    hostile one; or why there is none and how to have one."""
     out = backup.output
     if not (out / "manifest.json").is_file():
-        return None, "the backup scenario published no output to restore"
+        return None, "the backup scenario published no output to restore", _FIX_BACKUP
     if sc.source == "backup":
-        return out, ""
+        return out, "", ""
+    if sc.source == "hostile":
+        outside = ctx.root / sc.name / "outside"
+        make_outside(outside)
+        try:
+            hostile_copy(out, ctx.root / sc.name / "hostile-source" / backup.job_id, outside)
+        except NotTar as exc:
+            return None, str(exc), _HOW_NOT_TAR
+        return ctx.root / sc.name / "hostile-source" / backup.job_id, "", ""
     copy = ctx.root / sc.name / "corrupt-source" / backup.job_id
     shutil.copytree(out, copy)
     files = [p for p in copy.rglob("*") if p.is_file() and p.name != "manifest.json"]
-    if not files:
-        return None, "the backup's output holds no artifact to corrupt"
-    victim = max(files, key=lambda p: p.stat().st_size)
-    data = bytearray(victim.read_bytes())
-    if not data:
-        return None, "the backup's artifacts are empty"
+    victim = max(files, key=lambda p: p.stat().st_size, default=None)
+    data = bytearray(victim.read_bytes() if victim is not None else b"")
+    if victim is None or not data:
+        return None, "the backup's output holds no non-empty artifact to corrupt", _FIX_BACKUP
     data[len(data) // 2] ^= 0xFF  # same size, different checksum
     victim.write_bytes(bytes(data))
-    return copy, ""
+    return copy, "", ""
+
+
+_FIX_BACKUP = "make the backup scenario publish a valid output (see the manifest check)"
+_HOW_NOT_TAR = (
+    "the suite can only make a tar stream hostile; an agent whose artifact is another "
+    "format declares it with --allow-untested restore-hostile (the waiver is printed)"
+)
 
 
 def _dump_redis(redis: LocalRedis) -> list[tuple[str, str]]:

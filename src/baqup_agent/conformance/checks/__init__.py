@@ -9,6 +9,7 @@ from baqup_agent.conformance.checks.output import (
     atomic_publication,
     manifest,
     output_permissions,
+    restore_hostile,
     restore_verifies,
     round_trip,
     staging_writes,
@@ -108,6 +109,12 @@ CHECKS: tuple[Check, ...] = (
           roles=_BACKUP,
           fix="write only in .staging/JOB_ID/, close every artifact, write manifest.json last",
           rules=("§4.1", "§4.2")),
+    Check("restore-hostile", "§4", "an archive escaping the target (.., absolute, links out) "
+          "exits 65, nothing written outside", restore_hostile,
+          scenarios=("restore-hostile",), roles=_RESTORE,
+          fix="extract with every entry validated against the target after resolving links; "
+              "refuse absolute names, .., links pointing out; exit 65",
+          rules=("§4.6", "§7.2")),
 )  # fmt: skip
 
 NOT_CHECKABLE: dict[str, str] = {
@@ -126,7 +133,6 @@ NOT_CHECKABLE: dict[str, str] = {
     "§5.2": "how exceptions map to codes is internal; §5.1 judges the codes",
     "§6.3": "a rule for readers of text logs, not the agent",
     "§6.5": "Python logging inside the agent is invisible from outside",
-    "§7.2": "path validation inside the agent; only the restore's extraction is observable",
     "§7.3": "identifier patterns are in the schemas (bus-messages, manifest check them)",
 }
 """Rules of docs/contract.md no check enforces, each with the reason (a test keeps this

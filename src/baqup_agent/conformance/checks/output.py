@@ -19,6 +19,7 @@ from baqup_agent.conformance.checks._base import (
     note,
 )
 from baqup_agent.conformance.fixture import compare_trees
+from baqup_agent.conformance.hostile import outside_changes
 from baqup_agent.conformance.observed import Run
 from baqup_agent.conformance.report import Finding, Level
 from baqup_agent.conformance.runner import expand
@@ -275,6 +276,20 @@ def restore_verifies(inp: CheckInput) -> Iterator[Finding]:
         yield must(
             "the restore wrote into the target before verifying checksums", run, str(written[:5])
         )
+
+
+def restore_hostile(inp: CheckInput) -> Iterator[Finding]:
+    """A restore of an archive whose entries try to escape the target exits 65 and writes
+    nothing outside the target."""
+    run = _restore_run(inp, "restore-hostile")
+    if run.exit_code != int(ExitCode.DATA_ERROR):
+        yield must(
+            f"{exit_text(run.exit_code)} restoring an archive with entries escaping the target "
+            "(.., absolute, symlink out, hard link out); expected 65 (DATA_ERROR)",
+            run,
+        )
+    for change in outside_changes(run.workdir / "outside"):
+        yield must(f"the restore wrote outside its target: {change}", run)
 
 
 def _restore_run(inp: CheckInput, name: str) -> Run:
