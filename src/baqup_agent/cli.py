@@ -70,6 +70,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="a secret the agent really needs: its value (from --env, the environment or "
         "NAME_FILE) is passed on unchanged and searched for in every output",
     )
+    p.add_argument(
+        "--artifact-not-tar",
+        action="store_true",
+        help="no artifact is a tar stream: the hostile restore does not apply (checked)",
+    )
     p.add_argument("--heartbeat-interval", type=float, default=0.3, metavar="S")
     p.add_argument("--grace-period", type=float, default=2.0, metavar="S")
     p.add_argument(

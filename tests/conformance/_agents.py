@@ -44,6 +44,7 @@ def sqlite_fixture(root: Path) -> tuple[Path, dict[str, Any]]:
     options = {
         "fixture": root,
         "env": {"BAQUP_SQLITE_DATABASE": "{data}/app.db", "BAQUP_SQLITE_PAGES_PER_STEP": "1"},
+        "artifact_not_tar": True,  # one zstd-compressed database file: nothing to make hostile
         "compare_command": [
             sys.executable,
             str(AGENTS / "compare_sqlite.py"),

@@ -14,7 +14,10 @@ def passing_report(agent: list[str], options: dict[str, Any], workdir: Path) -> 
     """The suite's report on ``agent``, asserting that every check passed."""
     report = run_suite(agent, workdir=workdir, **options)
     statuses = {c.name: c.status for c in report.checks}
-    assert statuses == dict.fromkeys(statuses, Status.PASS), report.to_text()
+    expected = dict.fromkeys(statuses, Status.PASS)
+    if options.get("artifact_not_tar"):
+        expected["restore-hostile"] = Status.NOT_APPLICABLE
+    assert statuses == expected, report.to_text()
     assert report.verdict is Verdict.CONFORMANT and not report.waivers
     return report
 

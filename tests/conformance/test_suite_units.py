@@ -9,6 +9,7 @@ import json
 import sys
 import time
 import xml.etree.ElementTree as ET
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -247,13 +248,19 @@ def test_the_tree_watch_sees_writes_in_order_across_renames(tmp_path: Path) -> N
     assert watch is not None  # Linux: the suite's tests run there
     work = tmp_path / ".staging" / "job"
     work.mkdir(parents=True)
+
+    def wait_for(condition: Callable[[], bool]) -> None:  # a condition, not a time window
+        deadline = time.monotonic() + 30
+        while not condition():
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+
+    wait_for(lambda: watch.watching(".staging/job"))
     (work / "data").write_bytes(b"x")
     (work / "manifest.json").write_text("{}")
     (work / "late").write_bytes(b"y")
-    deadline = time.monotonic() + 5
-    while not any(e.path.endswith("late") for e in watch.events) and time.monotonic() < deadline:
-        time.sleep(0.01)
-    (work).rename(tmp_path / "job")
+    wait_for(lambda: any(e.path.endswith("late") for e in watch.events))
+    work.rename(tmp_path / "job")
     (tmp_path / "job" / "after").write_bytes(b"z")
     watch.close()
     paths = [e.path for e in watch.events if e.kind in ("create", "listed") and not e.is_dir]
@@ -286,3 +293,14 @@ def test_a_real_secret_without_a_value_is_a_usage_error(monkeypatch: pytest.Monk
         Suite(SuiteOptions(["true"], real_secret_vars=["NO_SUCH_SECRET"]))
     with pytest.raises(ValueError, match="too short"):
         Suite(SuiteOptions(["true"], env={"S": "abc"}, real_secret_vars=["S"]))
+
+
+def test_declaring_the_artifact_not_tar_does_not_dodge_a_tar_artifact(tmp_path: Path) -> None:
+    report = run_suite(PLAIN, **PLAIN_OPTIONS, artifact_not_tar=True, only=["restore-hostile"],
+                       role="restore", no_redis=True, workdir=tmp_path)  # fmt: skip
+    check = report.check("restore-hostile")
+    assert check.status is Status.PASS and check.scenarios == ["restore-hostile"]
+    broken = {**PLAIN_OPTIONS["env"], "BROKEN": "restore-unsafe"}
+    report = run_suite(PLAIN, env=broken, artifact_not_tar=True, only=["restore-hostile"],
+                       role="restore", no_redis=True, workdir=tmp_path)  # fmt: skip
+    assert report.check("restore-hostile").status is Status.FAIL

@@ -42,6 +42,7 @@ def options_from_args(args: argparse.Namespace) -> SuiteOptions:
         allow_untested=list(args.allow_untested),
         jobs=args.jobs,
         keep=args.keep,
+        artifact_not_tar=args.artifact_not_tar,
         compare_command=shlex.split(args.compare_command) if args.compare_command else None,
     )
 

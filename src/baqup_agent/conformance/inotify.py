@@ -116,6 +116,10 @@ class TreeWatch:
                 if is_dir:
                     self._watch(sub)
 
+    def watching(self, rel: str) -> bool:
+        """Whether the directory ``rel`` (relative to the root) is watched yet."""
+        return rel in self._dirs.values()
+
     def poll(self) -> None:
         """Read every pending event (the watch's thread does; ``close`` once more)."""
         while True:

@@ -74,6 +74,7 @@ class Run:
     bus: str = ""  # the bus actually used ("redis" falls back to "spool" without a server)
     skipped: str = ""  # why the scenario did not run
     skip_how: str = ""  # how to make it run
+    declared_na: bool = False  # skipped because the caller declared it does not apply
     restore_source: Path | None = None
     exit_code: int | None = None
     timed_out: bool = False

@@ -72,6 +72,7 @@ class SuiteOptions:
     # round trip: exit 0 when data matches; a string is split like a shell would
     compare_command: Sequence[str] | str | None = None
     scale_fixture: bool = True  # calibrate and enlarge the fixture of SIGTERM and cancel
+    artifact_not_tar: bool = False  # declared: no artifact is a tar stream (restore-hostile)
 
     def __post_init__(self) -> None:
         # the library takes what the CLI and the docs show: strings or paths, both spellings
@@ -228,7 +229,7 @@ class Suite:
 
     def _run_scenarios(self, ctx: SuiteContext) -> dict[str, Run]:
         wanted = {s.name for c in self.checks for s in self.scenarios_of(c)}
-        if wanted & {"restore", "restore-corrupt"}:
+        if any(SCENARIOS_BY_NAME[n].source for n in wanted):
             wanted.add("backup")  # the restores read its output
         if self.options.scale_fixture and any(SCENARIOS_BY_NAME[n].action for n in wanted):
             wanted.add(CALIBRATION)  # its job length sizes the interrupted jobs' fixture
@@ -253,6 +254,10 @@ class Suite:
         if sc.action is None or not self.options.scale_fixture or skipped:
             run = new_run(sc, ctx, source)
             run.skipped, run.skip_how = skipped, how
+            if sc.source == "hostile" and how == _HOW_NOT_TAR and self.options.artifact_not_tar:
+                # declared, and true: had an artifact been a tar stream, it would have run
+                run.skipped = f"{skipped} (declared with --artifact-not-tar)"
+                run.declared_na = True
             return run if skipped else execute(run, ctx)
         return self._interrupted(sc, ctx, futures[CALIBRATION].result())
 
@@ -292,8 +297,12 @@ class Suite:
         result = CheckResult(check.name, check.section, check.title, Status.PASS, rules=check.rules)
         result.scenarios = [r.scenario.name for r in observed]
         result.scenario_seconds = sum(r.duration for r in observed)
-        for n in names:
-            if n in runs and runs[n].skipped:
+        declared = [runs[n] for n in names if n in runs and runs[n].declared_na]
+        # a skipped scenario leaves untested the checks made for it; the checks of every
+        # scenario (exit codes, log lines...) judge those that ran
+        explicit = names if check.scenarios else []
+        for n in explicit:
+            if n in runs and runs[n].skipped and not runs[n].declared_na:
                 if SCENARIOS_BY_NAME[n].needs_redis and ctx.redis is None:
                     result.untested.append(self._redis_untested(f"scenario {n}"))
                 else:
@@ -301,6 +310,10 @@ class Suite:
                     result.untested.append(Untested(n, runs[n].skipped, how))
         if check.redis_part and ctx.redis is None:
             result.untested.append(self._redis_untested(check.redis_part))
+        if not observed and declared and not result.untested:
+            result.status = Status.NOT_APPLICABLE
+            result.reason = "; ".join(r.skipped for r in declared)
+            return result
         if not observed:
             return self._untested_status(check, result)
         inp = CheckInput(observed, ctx, runs, dump)
@@ -424,7 +437,7 @@ def _restore_source(backup: Run, sc: Scenario, ctx: SuiteContext) -> tuple[Path 
 _FIX_BACKUP = "make the backup scenario publish a valid output (see the manifest check)"
 _HOW_NOT_TAR = (
     "the suite can only make a tar stream hostile; an agent whose artifact is another "
-    "format declares it with --allow-untested restore-hostile (the waiver is printed)"
+    "format declares it with --artifact-not-tar"
 )
 
 
