@@ -27,7 +27,9 @@ from baqup_agent.conformance.canary import CanaryScanner, make_canary, spellings
 from baqup_agent.conformance.checks.wire import integer_errors
 from baqup_agent.conformance.fixture import compare_trees, make_default_fixture
 from baqup_agent.conformance.inotify import TreeWatch
+from baqup_agent.conformance.report import ScenarioSummary
 from baqup_agent.conformance.schemas import bus_message_errors
+from baqup_agent.contract import ConformanceReport
 from baqup_agent.schema import contract_errors
 from tests.conformance._agents import PLAIN, PLAIN_OPTIONS
 from tests.conftest import require_binary
@@ -92,7 +94,10 @@ def _cli(tmp_path: Path, *extra: str, broken: str = "") -> list[str]:
 
 def test_cli_json_and_junit_report(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(_cli(tmp_path, "--json")) == 0
-    report = json.loads(capsys.readouterr().out)
+    text = capsys.readouterr().out
+    report = json.loads(text)
+    assert contract_errors("conformance-report.json", report) == []  # the published shape
+    assert ConformanceReport.model_validate_json(text).verdict is Verdict.SELECTED_CHECKS_PASSED
     assert report["passed"] is True
     (check,) = report["checks"]
     assert check["name"] == "bad-config" and check["status"] == "pass"
@@ -185,8 +190,11 @@ def test_allow_untested_waives_by_name_and_every_report_says_so(
             "--", *_NEVER_RUNNING]  # fmt: skip
     assert main(args) == 0
     report = json.loads(capsys.readouterr().out)
+    assert contract_errors("conformance-report.json", report) == []
+    not_run = ScenarioSummary("cancel-redis", "d", "job", None, 0.0, False, "needs Redis")
+    assert "exit_code" not in not_run.to_dict()  # absent, never null
     assert report["waivers"] == ["--allow-untested sigterm", "--no-redis"]
-    assert report["verdict"] == Verdict.SELECTED.value  # --only: never CONFORMANT
+    assert report["verdict"] == Verdict.SELECTED_CHECKS_PASSED.value  # --only: never CONFORMANT
     (untested,) = report["untested"]
     assert untested["check"] == "sigterm" and untested["waived_by"] == "--allow-untested sigterm"
     props = ET.parse(tmp_path / "junit.xml").getroot().findall("testsuite/properties/property")
@@ -197,7 +205,7 @@ def test_allow_untested_waives_by_name_and_every_report_says_so(
 def test_only_says_it_certifies_only_the_checks_it_ran(tmp_path: Path) -> None:
     report = run_suite(PLAIN, **PLAIN_OPTIONS, only=["bad-config"], role="backup",
                        no_redis=True, workdir=tmp_path)  # fmt: skip
-    assert report.passed and report.verdict is Verdict.SELECTED
+    assert report.passed and report.verdict is Verdict.SELECTED_CHECKS_PASSED
     line = next(x for x in report.to_text().splitlines() if " -> " in x)
     assert "certifies only the check(s) run: bad-config" in line and "not run: " in line
     assert "sigterm" in line
@@ -210,7 +218,7 @@ def test_run_suite_takes_what_the_docs_show(tmp_path: Path) -> None:
     report = run_suite(PLAIN, env=PLAIN_OPTIONS["env"], no_redis=True, compare_command=compare,
                        workdir=str(tmp_path), only=["round-trip"])  # fmt: skip
     assert report.exit_code == 0, report.to_text()
-    assert report.waivers == ["--no-redis"] and report.verdict is Verdict.SELECTED
+    assert report.waivers == ["--no-redis"] and report.verdict is Verdict.SELECTED_CHECKS_PASSED
     options = SuiteOptions(["true"], compare_command="cmp -s '{fixture}/a b' x", workdir="w")
     assert options.compare_command == ["cmp", "-s", "{fixture}/a b", "x"]
     assert options.workdir == Path("w") and options.redis is None

@@ -2,34 +2,32 @@
 
 from __future__ import annotations
 
-import enum
 import json
 import re
 from dataclasses import dataclass, field
 from typing import Any
+
+from baqup_agent.contract import (
+    ConformanceCheckStatus,
+    ConformanceFindingLevel,
+    ConformanceVerdict,
+)
 
 EXIT_CONFORMANT = 0
 EXIT_NOT_CONFORMANT = 1
 EXIT_INCOMPLETE = 3  # distinct from 1 (a rule broken) and from argparse's 2 and 64 (usage)
 
 
-class Status(str, enum.Enum):
-    """How one check ended."""
-
-    PASS = "pass"
-    WARN = "warn"  # only SHOULD rules were broken and --strict is off
-    FAIL = "fail"
-    UNTESTED = "untested"  # a scenario of the check could not be exercised: no verdict
-    WAIVED = "waived"  # untested, and the caller allowed it (--allow-untested, --no-redis)
-    NOT_APPLICABLE = "not-applicable"  # nothing of the selected role to judge
-
-
-class Level(str, enum.Enum):
-    """Strength of the rule a finding breaks (RFC 2119 words of docs/contract.md)."""
-
-    MUST = "MUST"
-    SHOULD = "SHOULD"
-    NOTE = "NOTE"  # an observation that explains a result; never fails a check
+# the values are the report schema's (schema/conformance-report.json), generated
+Status = ConformanceCheckStatus
+"""How one check ended: pass, warn (only SHOULD rules broken, not strict), fail,
+untested (a scenario could not be exercised: no verdict), waived (untested, allowed by
+--allow-untested or --no-redis), not-applicable (declared not to apply)."""
+Level = ConformanceFindingLevel
+"""Strength of the rule a finding breaks (RFC 2119 words of docs/contract.md); NOTE
+explains a result and never fails a check."""
+Verdict = ConformanceVerdict
+"""What a run certifies (docs/conformance.md, "The verdict and the exit code")."""
 
 
 @dataclass(frozen=True)
@@ -130,16 +128,18 @@ class ScenarioSummary:
     note: str = ""
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON form."""
-        return {
+        """JSON form (no ``exit_code`` when the scenario did not run: nothing is null)."""
+        out: dict[str, Any] = {
             "name": self.name,
             "description": self.description,
             "job_id": self.job_id,
-            "exit_code": self.exit_code,
             "duration_seconds": round(self.duration_seconds, 3),
             "timed_out": self.timed_out,
             "note": self.note,
         }
+        if self.exit_code is not None:
+            out["exit_code"] = self.exit_code
+        return out
 
 
 _MARK = {
@@ -150,16 +150,6 @@ _MARK = {
     Status.WAIVED: "WAIV",
     Status.NOT_APPLICABLE: "N/A ",
 }
-
-
-class Verdict(str, enum.Enum):
-    """What a run certifies."""
-
-    CONFORMANT = "CONFORMANT"  # every check of both roles ran and passed, nothing waived
-    NOT_CONFORMANT = "NOT CONFORMANT"  # a check failed
-    INCOMPLETE = "INCOMPLETE"  # nothing failed, but a scenario could not be exercised
-    WAIVED = "PASSED WITH WAIVERS"  # passed; some scenarios were not run, by request
-    SELECTED = "SELECTED CHECKS PASSED"  # passed; --only or --role left checks out
 
 
 @dataclass
@@ -186,9 +176,9 @@ class Report:
         if Status.UNTESTED in statuses:
             return Verdict.INCOMPLETE
         if self.not_run:
-            return Verdict.SELECTED
+            return Verdict.SELECTED_CHECKS_PASSED
         if Status.WAIVED in statuses or any(u.waived_by for c in self.checks for u in c.untested):
-            return Verdict.WAIVED
+            return Verdict.PASSED_WITH_WAIVERS
         return Verdict.CONFORMANT
 
     @property
@@ -300,10 +290,10 @@ class Report:
         if verdict is Verdict.INCOMPLETE:
             names = ", ".join(sorted(self.untested_checks))
             text += f": not exercised: {names}; see the untested lines above"
-        elif verdict is Verdict.SELECTED:
+        elif verdict is Verdict.SELECTED_CHECKS_PASSED:
             ran = ", ".join(c.name for c in self.checks)
             text += f": certifies only the check(s) run: {ran}; not run: {', '.join(self.not_run)}"
-        elif verdict is Verdict.WAIVED:
+        elif verdict is Verdict.PASSED_WITH_WAIVERS:
             text += f": not certified: {', '.join(self.waivers)}"
         return text
 
