@@ -50,6 +50,8 @@ EXPECTED: dict[str, tuple[str, bool]] = {
     "temp-outside": ("staging-writes", False),
     "manifest-first": ("staging-writes", False),
     "restore-unsafe": ("restore-hostile", False),
+    "no-from-state": ("state-transitions", False),
+    "timestamp-offset": ("bus-messages", False),
     "result-no-expiry": ("result-once", True),
 }
 

@@ -41,6 +41,7 @@ VARIANTS = (
     "heartbeat-ttl-wrong", "bad-config-bus", "config-error-unnamed", "retryable-wrong",
     "sigterm-exit70", "sigterm-status-failed", "log-on-stdout", "restore-writes-first",
     "stray-file", "result-no-expiry", "manifest-first", "temp-outside", "restore-unsafe",
+    "no-from-state", "timestamp-offset",
 )  # fmt: skip
 BROKEN = os.environ.get("BROKEN", "")
 assert BROKEN in ("", *VARIANTS), f"unknown BROKEN variant {BROKEN!r}"
@@ -60,7 +61,8 @@ LEVELS = ("TRACE", "DEBUG", "INFO", "WARN", "ERROR", "FATAL")
 
 
 def now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
+    stamp = datetime.now(timezone.utc).isoformat(timespec="microseconds")
+    return stamp if BROKEN == "timestamp-offset" else stamp.replace("+00:00", "Z")
 
 
 class Failure(Exception):
@@ -264,7 +266,8 @@ class Job:
     def to(self, state: str) -> None:
         if self.state and state not in TRANSITIONS[self.state] and BROKEN != "illegal-transition":
             raise Failure(70, f"illegal transition {self.state} -> {state}")
-        body = {"to_state": state, **({"from_state": self.state} if self.state else {})}
+        keep_from = self.state and BROKEN != "no-from-state"
+        body = {"to_state": state, **({"from_state": self.state} if keep_from else {})}
         self.state = state
         self.bus.send("state_change", **body)
         self.log("INFO", f"state {state}")

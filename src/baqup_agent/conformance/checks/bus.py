@@ -74,6 +74,9 @@ def _message_problems(run: Run, agent_id: str) -> Iterator[Finding]:
                 problems += bus_message_errors(m.data)
             if m.data.get("job_id") != run.job_id:
                 problems.append(f"job_id {m.data.get('job_id')!r}, expected {run.job_id!r}")
+            stamp = m.data.get("timestamp")
+            if isinstance(stamp, str) and not stamp.endswith("Z"):
+                problems.append(f"timestamp {stamp!r} is not UTC written with Z (§3.2)")
             if m.data.get("agent_id") != agent_id:
                 problems.append(f"agent_id {m.data.get('agent_id')!r}, expected {agent_id!r}")
             msg_id, seq = str(m.data.get("id")), m.data.get("seq")
