@@ -255,7 +255,8 @@ class Report:
         ]
         width = max((len(c.name) for c in self.checks), default=10)
         for c in self.checks:
-            lines.append(f"{_MARK[c.status]}  {c.section:<3} {c.name:<{width}}  {c.title}")
+            rules = f"  [{', '.join(c.rules)}]" if c.rules else ""
+            lines.append(f"{_MARK[c.status]}  {c.section:<3} {c.name:<{width}}  {c.title}{rules}")
             if c.status is Status.NOT_APPLICABLE and c.reason:
                 lines.append(f"      {c.reason}")
             lines += [f"      {u.line()}" for u in c.untested]
