@@ -159,6 +159,7 @@ TARGETS: list[Target] = [
     Target("common.json", "AgentId", _field(C.BaseConfig, "BAQUP_AGENT_ID")),
     Target("common.json", "MessageId", _types.MessageId),
     Target("common.json", "Timestamp", _types.Timestamp),
+    Target("common.json", "UtcTimestamp", _types.UtcTimestamp),
     Target("common.json", "Role", C.Role),
     Target("common.json", "ChecksumAlgorithm", C.ChecksumAlgorithm),
     Target("common.json", "Compression", C.Compression),

@@ -55,7 +55,7 @@ TABLE_NAMES = {
     "SECRET_CONFIG_VARIABLES",
     "TRANSITIONS",
 }
-TYPE_NAMES = {"MessageId", "Timestamp"}
+TYPE_NAMES = {"MessageId", "Timestamp", "UtcTimestamp"}
 
 PACKAGE_CONTRACT_NAMES = {"ExitCode", "AgentState", "LogLevel", "Manifest", "Artifact"}
 PACKAGE_NAMES = PACKAGE_CONTRACT_NAMES | {

@@ -6,7 +6,7 @@ from enum import Enum
 from typing import Annotated, Any, Literal
 
 from baqup_agent._base import ContractModel
-from baqup_agent.contract._types import MessageId, Timestamp
+from baqup_agent.contract._types import MessageId, UtcTimestamp
 from pydantic import ConfigDict, Field, RootModel
 
 from . import agent_state, common
@@ -75,11 +75,11 @@ class StateChange(ContractModel):
     Identifier of one agent instance (for example the container name).
     """
     timestamp: Annotated[
-        Timestamp,
-        Field(examples=["2026-11-27T10:00:00Z", "2026-11-27T11:00:00.250+01:00"]),
+        UtcTimestamp,
+        Field(examples=["2026-11-27T10:00:00Z", "2026-11-27T10:00:00.250Z"]),
     ]
     """
-    RFC 3339 date-time; producers write UTC with a Z suffix. Validators MUST assert this format (draft 2020-12 makes format an annotation unless asked).
+    A Timestamp in UTC written with Z (not a numeric offset, not a lower-case z), as every bus message carries (contract §3.2).
     """
     from_state: agent_state.AgentState | None = None
     to_state: agent_state.AgentState
@@ -118,11 +118,11 @@ class Heartbeat(ContractModel):
     Identifier of one agent instance (for example the container name).
     """
     timestamp: Annotated[
-        Timestamp,
-        Field(examples=["2026-11-27T10:00:00Z", "2026-11-27T11:00:00.250+01:00"]),
+        UtcTimestamp,
+        Field(examples=["2026-11-27T10:00:00Z", "2026-11-27T10:00:00.250Z"]),
     ]
     """
-    RFC 3339 date-time; producers write UTC with a Z suffix. Validators MUST assert this format (draft 2020-12 makes format an annotation unless asked).
+    A Timestamp in UTC written with Z (not a numeric offset, not a lower-case z), as every bus message carries (contract §3.2).
     """
     state: agent_state.AgentState
     intent: HeartbeatIntent
@@ -167,11 +167,11 @@ class ProgressUpdate(ContractModel):
     Identifier of one agent instance (for example the container name).
     """
     timestamp: Annotated[
-        Timestamp,
-        Field(examples=["2026-11-27T10:00:00Z", "2026-11-27T11:00:00.250+01:00"]),
+        UtcTimestamp,
+        Field(examples=["2026-11-27T10:00:00Z", "2026-11-27T10:00:00.250Z"]),
     ]
     """
-    RFC 3339 date-time; producers write UTC with a Z suffix. Validators MUST assert this format (draft 2020-12 makes format an annotation unless asked).
+    A Timestamp in UTC written with Z (not a numeric offset, not a lower-case z), as every bus message carries (contract §3.2).
     """
     progress: common.Progress
     message: Annotated[str | None, Field(max_length=4096)] = None
@@ -209,11 +209,11 @@ class Result(ContractModel):
     Identifier of one agent instance (for example the container name).
     """
     timestamp: Annotated[
-        Timestamp,
-        Field(examples=["2026-11-27T10:00:00Z", "2026-11-27T11:00:00.250+01:00"]),
+        UtcTimestamp,
+        Field(examples=["2026-11-27T10:00:00Z", "2026-11-27T10:00:00.250Z"]),
     ]
     """
-    RFC 3339 date-time; producers write UTC with a Z suffix. Validators MUST assert this format (draft 2020-12 makes format an annotation unless asked).
+    A Timestamp in UTC written with Z (not a numeric offset, not a lower-case z), as every bus message carries (contract §3.2).
     """
     status: ResultStatus
     exit_code: exit_code_1.ExitCode
@@ -252,11 +252,11 @@ class Cancel(ContractModel):
     Identifier of one job, chosen by the controller. Also a directory name and part of Redis keys: letters, digits, dot, underscore and dash, starting with a letter or digit.
     """
     timestamp: Annotated[
-        Timestamp,
-        Field(examples=["2026-11-27T10:00:00Z", "2026-11-27T11:00:00.250+01:00"]),
+        UtcTimestamp,
+        Field(examples=["2026-11-27T10:00:00Z", "2026-11-27T10:00:00.250Z"]),
     ]
     """
-    RFC 3339 date-time; producers write UTC with a Z suffix. Validators MUST assert this format (draft 2020-12 makes format an annotation unless asked).
+    A Timestamp in UTC written with Z (not a numeric offset, not a lower-case z), as every bus message carries (contract §3.2).
     """
     reason: Annotated[str | None, Field(max_length=4096)] = None
 
