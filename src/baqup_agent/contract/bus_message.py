@@ -6,7 +6,7 @@ from enum import Enum
 from typing import Annotated, Any, Literal
 
 from baqup_agent._base import ContractModel
-from baqup_agent.contract._types import MessageId, UtcTimestamp
+from baqup_agent.contract._types import MessageId, Timestamp, UtcTimestamp
 from pydantic import ConfigDict, Field, RootModel
 
 from . import agent_state, common
@@ -79,7 +79,7 @@ class StateChange(ContractModel):
         Field(examples=["2026-11-27T10:00:00Z", "2026-11-27T10:00:00.250Z"]),
     ]
     """
-    A Timestamp in UTC written with Z (not a numeric offset, not a lower-case z), as every bus message carries (contract §3.2).
+    A Timestamp in UTC written with Z (not a numeric offset, not a lower-case z), as every agent-to-controller message carries (contract §3.2); a cancel from the controller is read with any offset.
     """
     from_state: agent_state.AgentState | None = None
     to_state: agent_state.AgentState
@@ -122,7 +122,7 @@ class Heartbeat(ContractModel):
         Field(examples=["2026-11-27T10:00:00Z", "2026-11-27T10:00:00.250Z"]),
     ]
     """
-    A Timestamp in UTC written with Z (not a numeric offset, not a lower-case z), as every bus message carries (contract §3.2).
+    A Timestamp in UTC written with Z (not a numeric offset, not a lower-case z), as every agent-to-controller message carries (contract §3.2); a cancel from the controller is read with any offset.
     """
     state: agent_state.AgentState
     intent: HeartbeatIntent
@@ -171,7 +171,7 @@ class ProgressUpdate(ContractModel):
         Field(examples=["2026-11-27T10:00:00Z", "2026-11-27T10:00:00.250Z"]),
     ]
     """
-    A Timestamp in UTC written with Z (not a numeric offset, not a lower-case z), as every bus message carries (contract §3.2).
+    A Timestamp in UTC written with Z (not a numeric offset, not a lower-case z), as every agent-to-controller message carries (contract §3.2); a cancel from the controller is read with any offset.
     """
     progress: common.Progress
     message: Annotated[str | None, Field(max_length=4096)] = None
@@ -213,7 +213,7 @@ class Result(ContractModel):
         Field(examples=["2026-11-27T10:00:00Z", "2026-11-27T10:00:00.250Z"]),
     ]
     """
-    A Timestamp in UTC written with Z (not a numeric offset, not a lower-case z), as every bus message carries (contract §3.2).
+    A Timestamp in UTC written with Z (not a numeric offset, not a lower-case z), as every agent-to-controller message carries (contract §3.2); a cancel from the controller is read with any offset.
     """
     status: ResultStatus
     exit_code: exit_code_1.ExitCode
@@ -252,11 +252,11 @@ class Cancel(ContractModel):
     Identifier of one job, chosen by the controller. Also a directory name and part of Redis keys: letters, digits, dot, underscore and dash, starting with a letter or digit.
     """
     timestamp: Annotated[
-        UtcTimestamp,
-        Field(examples=["2026-11-27T10:00:00Z", "2026-11-27T10:00:00.250Z"]),
+        Timestamp,
+        Field(examples=["2026-11-27T10:00:00Z", "2026-11-27T11:00:00.250+01:00"]),
     ]
     """
-    A Timestamp in UTC written with Z (not a numeric offset, not a lower-case z), as every bus message carries (contract §3.2).
+    RFC 3339 date-time; producers write UTC with a Z suffix. Validators MUST assert this format (draft 2020-12 makes format an annotation unless asked).
     """
     reason: Annotated[str | None, Field(max_length=4096)] = None
 
