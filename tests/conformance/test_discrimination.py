@@ -50,7 +50,7 @@ EXPECTED: dict[str, tuple[str, bool]] = {
     "temp-outside": ("staging-writes", False),
     "manifest-first": ("staging-writes", False),
     "restore-unsafe": ("restore-hostile", False),
-    "no-from-state": ("state-transitions", False),
+    "no-from-state": ("bus-messages", False),  # the schema's if/then in StateChange
     "timestamp-offset": ("bus-messages", False),
     "result-no-expiry": ("result-once", True),
 }

@@ -462,7 +462,7 @@ def main() -> int:
             problems = ["a setting is wrong"] * len(problems)
         log("ERROR", "invalid configuration", errors=problems)
         if BROKEN == "bad-config-bus" and job_id and agent_id:
-            Bus(cfg, log).send("state_change", to_state="failed")
+            Bus(cfg, log).send("state_change", to_state="initializing")  # valid, but sent
         return 0 if BROKEN == "bad-config-exit0" else 64
     if BROKEN == "log-not-json":
         sys.stderr.write("plain agent starting\n")

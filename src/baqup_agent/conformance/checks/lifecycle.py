@@ -40,9 +40,8 @@ def state_transitions(inp: CheckInput) -> Iterator[Finding]:
                 if to != INITIAL_STATE.value:
                     yield must(f"the first state is {to!r}, not {INITIAL_STATE.value}", run, m.raw)
             else:
-                if frm is None:
-                    yield must(f"state change to {to!r} without from_state (§1.2)", run, m.raw)
-                elif frm != previous:
+                # a missing from_state is a schema error (bus-messages: if/then in StateChange)
+                if frm is not None and frm != previous:
                     yield must(f"from_state {frm!r} but the previous state was {previous}", run)
                 if not _legal(previous, to):
                     yield must(f"illegal transition {previous} -> {to}", run, m.raw)
