@@ -107,6 +107,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="an agent secret variable to inject a canary into (also NAME_FILE)",
     )
     p.add_argument(
+        "--real-secret-var",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a secret the agent really needs: its value (from --env, the environment or "
+        "NAME_FILE) is passed on unchanged and searched for in every output",
+    )
+    p.add_argument(
+        "--artifact-not-tar",
+        action="store_true",
+        help="no artifact is a tar stream: the hostile restore does not apply (checked)",
+    )
+    p.add_argument(
         "--heartbeat-interval",
         type=float,
         default=0.3,
@@ -120,7 +133,16 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="S",
         help="BAQUP_GRACE_PERIOD of the scenarios, in seconds",
     )
-    p.add_argument("--no-redis", action="store_true", help="spool-only scenarios")
+    p.add_argument(
+        "--no-redis", action="store_true", help="spool-only scenarios (a waiver of Redis)"
+    )
+    p.add_argument(
+        "--allow-untested",
+        action="append",
+        default=[],
+        metavar="CHECK",
+        help="waive CHECK's scenarios that could not be exercised (else: INCOMPLETE, exit 3)",
+    )
     p.add_argument("--jobs", type=int, default=4, help="scenarios run at the same time")
     p.add_argument("--keep", action="store_true", help="keep the sandbox for inspection")
     p.add_argument(

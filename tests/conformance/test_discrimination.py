@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from baqup_agent.conformance import Report, Status, run_suite
+from baqup_agent.conformance import Report, Status, Verdict, run_suite
 from tests.conformance._agents import PLAIN, PLAIN_OPTIONS
 from tests.conformance.agents.plain_agent import VARIANTS
 from tests.conftest import require_binary
@@ -33,7 +33,26 @@ EXPECTED: dict[str, tuple[str, bool]] = {
     "ignore-cancel": ("cancel", False),
     "restore-corrupt": ("round-trip", False),
     "restore-no-verify": ("restore-verifies", False),
-    "world-readable": ("output-permissions", True),
+    "world-readable": ("output-permissions", False),
+    "seq-from-1": ("seq", False),
+    "heartbeat-after-result": ("result-last", False),
+    "float-integer": ("json-integers", False),
+    "log-level-ignored": ("log-level", False),
+    "heartbeat-ttl-wrong": ("heartbeats", False),
+    "bad-config-bus": ("bad-config", False),
+    "config-error-unnamed": ("bad-config", False),
+    "retryable-wrong": ("exit-codes", False),
+    "sigterm-exit70": ("sigterm", False),
+    "sigterm-status-failed": ("sigterm", False),
+    "log-on-stdout": ("log-records", False),
+    "restore-writes-first": ("restore-verifies", False),
+    "stray-file": ("staging-writes", False),
+    "temp-outside": ("staging-writes", False),
+    "manifest-first": ("staging-writes", False),
+    "restore-unsafe": ("restore-hostile", False),
+    "no-from-state": ("bus-messages", False),  # the schema's if/then in StateChange
+    "timestamp-offset": ("bus-messages", False),
+    "result-no-expiry": ("result-once", True),
     "rerun-redo": ("rerun-finished", False),
     "no-job-lock": ("duplicate-refused", False),
 }
@@ -67,7 +86,9 @@ def test_compliant_agent_without_the_sdk_passes_every_check(reports: dict[str, R
     statuses = {c.name: c.status for c in report.checks}
     assert statuses == dict.fromkeys(statuses, Status.PASS), report.to_text()
     assert "redis-server" in report.redis  # the Redis scenarios really ran
-    assert len(report.checks) == 18
+    assert len(report.checks) == 24
+    assert report.verdict is Verdict.CONFORMANT and report.exit_code == 0
+    assert "-> CONFORMANT (exit 0)" in report.to_text()
 
 
 @pytest.mark.parametrize("variant", sorted(EXPECTED))
@@ -82,10 +103,10 @@ def test_broken_variant_fails_exactly_its_check(reports: dict[str, Report], vari
 
 def test_should_rules_only_warn_without_strict(tmp_path: Path) -> None:
     require_binary("redis-server")
-    env = {**PLAIN_OPTIONS["env"], "BROKEN": "world-readable"}
+    env = {**PLAIN_OPTIONS["env"], "BROKEN": "result-no-expiry"}
     report = run_suite(
-        PLAIN, **{**PLAIN_OPTIONS, "env": env}, only=["output-permissions"], workdir=tmp_path
+        PLAIN, **{**PLAIN_OPTIONS, "env": env}, only=["result-once"], workdir=tmp_path
     )
     assert report.passed
-    assert report.check("output-permissions").status is Status.WARN
-    assert "world-readable" in report.to_text()
+    assert report.check("result-once").status is Status.WARN
+    assert "never expires" in report.to_text()

@@ -9,15 +9,27 @@ import json
 import sys
 import time
 import xml.etree.ElementTree as ET
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from baqup_agent.cli import main
-from baqup_agent.conformance import Status, Suite, SuiteOptions, run_suite
+from baqup_agent.conformance import (
+    EXIT_INCOMPLETE,
+    Status,
+    Suite,
+    SuiteOptions,
+    Verdict,
+    run_suite,
+)
 from baqup_agent.conformance.canary import CanaryScanner, make_canary, spellings
+from baqup_agent.conformance.checks.wire import integer_errors
 from baqup_agent.conformance.fixture import compare_trees, make_default_fixture
+from baqup_agent.conformance.inotify import TreeWatch
+from baqup_agent.conformance.report import ScenarioSummary
 from baqup_agent.conformance.schemas import bus_message_errors
+from baqup_agent.contract import ConformanceReport
 from baqup_agent.schema import contract_errors
 from tests.conformance._agents import PLAIN, PLAIN_OPTIONS
 from tests.conftest import require_binary
@@ -82,7 +94,10 @@ def _cli(tmp_path: Path, *extra: str, broken: str = "") -> list[str]:
 
 def test_cli_json_and_junit_report(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(_cli(tmp_path, "--json")) == 0
-    report = json.loads(capsys.readouterr().out)
+    text = capsys.readouterr().out
+    report = json.loads(text)
+    assert contract_errors("conformance-report.json", report) == []  # the published shape
+    assert ConformanceReport.model_validate_json(text).verdict is Verdict.SELECTED_CHECKS_PASSED
     assert report["passed"] is True
     (check,) = report["checks"]
     assert check["name"] == "bad-config" and check["status"] == "pass"
@@ -146,3 +161,154 @@ def test_redis_scenarios_run_when_redis_server_exists(tmp_path: Path) -> None:
     report = run_suite(PLAIN, **PLAIN_OPTIONS, only=["cancel"], role="backup", workdir=tmp_path)
     assert report.passed, report.to_text()
     assert report.check("cancel").scenarios == ["cancel-redis", "cancel-spool"]
+
+
+# an agent that exits at once without ever reporting running: nothing can interrupt it
+_NEVER_RUNNING = [sys.executable, "-c", "import sys; sys.exit(0)"]
+
+
+def test_a_scenario_that_could_not_be_exercised_makes_the_verdict_incomplete(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["conformance", "--role", "backup", "--only", "sigterm", "--no-redis",
+            "--junit-xml", str(tmp_path / "junit.xml"), "--", *_NEVER_RUNNING]  # fmt: skip
+    assert main(args) == EXIT_INCOMPLETE == 3
+    out = capsys.readouterr().out
+    assert "UNTS  §1  sigterm" in out
+    assert "untested sigterm: the job ended before SIGTERM could land" in out
+    assert "to run it: give a bigger --fixture" in out
+    assert "-> INCOMPLETE (exit 3)" in out and "CONFORMANT" not in out
+    case = ET.parse(tmp_path / "junit.xml").getroot().find("testsuite/testcase")
+    assert case is not None and case.find("error") is not None
+
+
+def test_allow_untested_waives_by_name_and_every_report_says_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["conformance", "--role", "backup", "--only", "sigterm", "--no-redis", "--json",
+            "--allow-untested", "sigterm", "--junit-xml", str(tmp_path / "junit.xml"),
+            "--", *_NEVER_RUNNING]  # fmt: skip
+    assert main(args) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert contract_errors("conformance-report.json", report) == []
+    not_run = ScenarioSummary("cancel-redis", "d", "job", None, 0.0, False, "needs Redis")
+    assert "exit_code" not in not_run.to_dict()  # absent, never null
+    assert report["waivers"] == ["--allow-untested sigterm", "--no-redis"]
+    assert report["verdict"] == Verdict.SELECTED_CHECKS_PASSED.value  # --only: never CONFORMANT
+    (untested,) = report["untested"]
+    assert untested["check"] == "sigterm" and untested["waived_by"] == "--allow-untested sigterm"
+    props = ET.parse(tmp_path / "junit.xml").getroot().findall("testsuite/properties/property")
+    pairs = {(p.get("name"), p.get("value")) for p in props}
+    assert ("waiver", "--allow-untested sigterm") in pairs
+
+
+def test_only_says_it_certifies_only_the_checks_it_ran(tmp_path: Path) -> None:
+    report = run_suite(PLAIN, **PLAIN_OPTIONS, only=["bad-config"], role="backup",
+                       no_redis=True, workdir=tmp_path)  # fmt: skip
+    assert report.passed and report.verdict is Verdict.SELECTED_CHECKS_PASSED
+    line = next(x for x in report.to_text().splitlines() if " -> " in x)
+    assert "certifies only the check(s) run: bad-config" in line and "not run: " in line
+    assert "sigterm" in line
+    assert "-> CONFORMANT" not in report.to_text()
+
+
+def test_run_suite_takes_what_the_docs_show(tmp_path: Path) -> None:
+    # as docs/conformance.md writes it: no_redis, workdir as str, compare_command as str
+    compare = f"{sys.executable} -c 'import sys; sys.exit(0)' {{fixture}} {{target}}"
+    report = run_suite(PLAIN, env=PLAIN_OPTIONS["env"], no_redis=True, compare_command=compare,
+                       workdir=str(tmp_path), only=["round-trip"])  # fmt: skip
+    assert report.exit_code == 0, report.to_text()
+    assert report.waivers == ["--no-redis"] and report.verdict is Verdict.SELECTED_CHECKS_PASSED
+    options = SuiteOptions(["true"], compare_command="cmp -s '{fixture}/a b' x", workdir="w")
+    assert options.compare_command == ["cmp", "-s", "{fixture}/a b", "x"]
+    assert options.workdir == Path("w") and options.redis is None
+
+
+@pytest.mark.parametrize("noise", ["\x1b[31mred\x1b[0m", "nul\x00bell\x07", "\x1b]0;title\x07"])
+def test_junit_xml_is_valid_whatever_the_agent_prints(tmp_path: Path, noise: str) -> None:
+    agent = [sys.executable, "-c", f"import sys; sys.stderr.write({noise!r} + '\\n'); sys.exit(64)"]
+    report = run_suite(agent, role="backup", only=["log-records"], no_redis=True,
+                       workdir=tmp_path)  # fmt: skip
+    assert report.check("log-records").status is Status.FAIL
+    root = ET.fromstring(report.to_junit_xml())  # raises on a character XML cannot hold
+    text = "".join(root.itertext())
+    assert "\x1b" not in text and "\x00" not in text
+    assert any(word in text for word in ("red", "nul", "title"))
+
+
+@pytest.mark.parametrize("seq", [0, 1, 7, 2**40])
+def test_integers_written_as_floats_are_found_by_path(seq: int) -> None:
+    message = {"id": "3f2b1c9e-1a2b-4c3d-8e9f-0a1b2c3d4e5f", "seq": seq, "type": "heartbeat",
+               "job_id": "j", "agent_id": "a", "timestamp": "2026-11-27T10:00:00Z",
+               "state": "running", "intent": "continuing", "interval_seconds": 1.0,
+               "ttl_seconds": 3, "progress": {"bytes_done": 12, "items_done": 1}}  # fmt: skip
+    text = json.dumps(message)
+    schema = "bus-message.json#/$defs/Heartbeat"
+    assert integer_errors(schema, text) == []  # interval_seconds may be 1.0: a number
+    floats = text.replace(f'"seq": {seq}', f'"seq": {seq}.0').replace(
+        '"bytes_done": 12', '"bytes_done": 12.0'
+    )
+    assert integer_errors(schema, floats) == ["progress/bytes_done", "seq"]
+
+
+def test_the_tree_watch_sees_writes_in_order_across_renames(tmp_path: Path) -> None:
+    watch = TreeWatch.open(tmp_path)
+    assert watch is not None  # Linux: the suite's tests run there
+    work = tmp_path / ".staging" / "job"
+    work.mkdir(parents=True)
+
+    def wait_for(condition: Callable[[], bool]) -> None:  # a condition, not a time window
+        deadline = time.monotonic() + 30
+        while not condition():
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+
+    wait_for(lambda: watch.watching(".staging/job"))
+    (work / "data").write_bytes(b"x")
+    (work / "manifest.json").write_text("{}")
+    (work / "late").write_bytes(b"y")
+    wait_for(lambda: any(e.path.endswith("late") for e in watch.events))
+    work.rename(tmp_path / "job")
+    (tmp_path / "job" / "after").write_bytes(b"z")
+    watch.close()
+    paths = [e.path for e in watch.events if e.kind in ("create", "listed") and not e.is_dir]
+    assert paths.index(".staging/job/manifest.json") < paths.index(".staging/job/late")
+    assert "job/after" in paths  # the watch followed the rename
+
+
+@pytest.mark.parametrize("broken", ["", "leak-secret", "leak-secret-b64"])
+def test_a_real_secret_is_passed_on_and_searched_but_never_reported(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, broken: str
+) -> None:
+    real = "Real-S3cret/with+odd@chars"
+    secret_file = tmp_path / "token"
+    secret_file.write_text(real + "\n", encoding="utf-8")
+    monkeypatch.setenv("PLAIN_TOKEN_FILE", str(secret_file))  # as a CI job would provide it
+    env = {**PLAIN_OPTIONS["env"], **({"BROKEN": broken} if broken else {})}
+    report = run_suite(PLAIN, env=env, real_secret_vars=["PLAIN_TOKEN"], only=["secrets"],
+                       role="backup", no_redis=True, workdir=tmp_path / "w")  # fmt: skip
+    check = report.check("secrets")
+    assert check.status is (Status.FAIL if broken else Status.PASS), report.to_text()
+    outputs = report.to_text() + report.to_json() + report.to_junit_xml()
+    for form in spellings(real).values():
+        assert form not in outputs
+
+
+def test_a_real_secret_without_a_value_is_a_usage_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("NO_SUCH_SECRET", raising=False)
+    monkeypatch.delenv("NO_SUCH_SECRET_FILE", raising=False)
+    with pytest.raises(ValueError, match="neither NO_SUCH_SECRET nor NO_SUCH_SECRET_FILE"):
+        Suite(SuiteOptions(["true"], real_secret_vars=["NO_SUCH_SECRET"]))
+    with pytest.raises(ValueError, match="too short"):
+        Suite(SuiteOptions(["true"], env={"S": "abc"}, real_secret_vars=["S"]))
+
+
+def test_declaring_the_artifact_not_tar_does_not_dodge_a_tar_artifact(tmp_path: Path) -> None:
+    report = run_suite(PLAIN, **PLAIN_OPTIONS, artifact_not_tar=True, only=["restore-hostile"],
+                       role="restore", no_redis=True, workdir=tmp_path)  # fmt: skip
+    check = report.check("restore-hostile")
+    assert check.status is Status.PASS and check.scenarios == ["restore-hostile"]
+    broken = {**PLAIN_OPTIONS["env"], "BROKEN": "restore-unsafe"}
+    report = run_suite(PLAIN, env=broken, artifact_not_tar=True, only=["restore-hostile"],
+                       role="restore", no_redis=True, workdir=tmp_path)  # fmt: skip
+    assert report.check("restore-hostile").status is Status.FAIL

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from baqup_agent.compiled_schema import config_schema
+from baqup_schema.compiled_schema import config_schema
 
 ROOT = Path(__file__).resolve().parents[2]
 BASE_DEFAULTS = {

@@ -21,6 +21,17 @@ CONTRACT_NAMES = {
     "ChecksumAlgorithm",
     "Common",
     "Compression",
+    "ConformanceCheck",
+    "ConformanceCheckStatus",
+    "ConformanceCounts",
+    "ConformanceFinding",
+    "ConformanceFindingLevel",
+    "ConformanceReport",
+    "ConformanceRole",
+    "ConformanceRuleId",
+    "ConformanceScenario",
+    "ConformanceUntested",
+    "ConformanceVerdict",
     "ExceptionInfo",
     "ExitCode",
     "Heartbeat",
@@ -45,7 +56,7 @@ TABLE_NAMES = {
     "SECRET_CONFIG_VARIABLES",
     "TRANSITIONS",
 }
-TYPE_NAMES = {"MessageId", "Timestamp"}
+TYPE_NAMES = {"MessageId", "Timestamp", "UtcTimestamp"}
 
 PACKAGE_CONTRACT_NAMES = {"ExitCode", "AgentState", "LogLevel", "Manifest", "Artifact"}
 PACKAGE_NAMES = PACKAGE_CONTRACT_NAMES | {

@@ -15,10 +15,20 @@ See docs/conformance.md for every check, its contract section and how to fix it.
 
 from __future__ import annotations
 
-from baqup_agent.conformance.report import CheckResult, Finding, Level, Report, Status
+from baqup_agent.conformance.report import (
+    EXIT_INCOMPLETE,
+    CheckResult,
+    Finding,
+    Level,
+    Report,
+    Status,
+    Untested,
+    Verdict,
+)
 from baqup_agent.conformance.suite import Suite, SuiteOptions, run_suite
 
 __all__ = [
+    "EXIT_INCOMPLETE",
     "CheckResult",
     "Finding",
     "Level",
@@ -26,5 +36,7 @@ __all__ = [
     "Status",
     "Suite",
     "SuiteOptions",
+    "Untested",
+    "Verdict",
     "run_suite",
 ]

@@ -11,6 +11,7 @@ import base64
 import contextlib
 import gzip
 import json
+import re
 import secrets
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -28,15 +29,23 @@ def make_canary(label: str) -> str:
     return f"Cn4ry-{label}-{secrets.token_hex(6)}+p/w@x"
 
 
+def _lower_percent(text: str) -> str:
+    return re.sub(r"%[0-9A-F]{2}", lambda m: m.group(0).lower(), text)
+
+
 def spellings(value: str) -> dict[str, str]:
     """Name of the encoding -> how ``value`` looks in it (distinct spellings only)."""
     raw = value.encode("utf-8")
     forms = {
         "raw": value,
         "json-escaped": json.dumps(value)[1:-1],
+        "json-escaped-unicode": json.dumps(value, ensure_ascii=False)[1:-1],
         "json-escaped-slash": json.dumps(value)[1:-1].replace("/", "\\/"),
+        "python-repr": repr(value)[1:-1],
         "url-encoded": quote(value, safe=""),
+        "url-encoded-lower": _lower_percent(quote(value, safe="")),
         "url-encoded-plus": quote_plus(value, safe=""),
+        "url-encoded-plus-lower": _lower_percent(quote_plus(value, safe="")),
         "url-path": quote(value),
         "base64": base64.b64encode(raw).decode("ascii"),
         "base64-urlsafe": base64.urlsafe_b64encode(raw).decode("ascii"),
@@ -78,6 +87,9 @@ class CanaryScanner:
             at = data.find(needle)
             if at >= 0:
                 context = data[max(0, at - 60) : at + len(needle) + 60]
+                # the evidence shows where, never the value (it may be a real secret)
+                for other_var, _, other in self._needles:
+                    context = context.replace(other, f"[{other_var}]".encode())
                 leaks.append(Leak(var, form, place, context.decode("utf-8", "replace")))
         return leaks
 

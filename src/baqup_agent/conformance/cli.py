@@ -31,21 +31,25 @@ def options_from_args(args: argparse.Namespace) -> SuiteOptions:
         env=_pairs(args.env, "--env"),
         slow_env=_pairs(args.slow_env, "--slow-env"),
         secret_vars=list(args.secret_var),
+        real_secret_vars=list(args.real_secret_var),
         fixture=Path(args.fixture) if args.fixture else None,
         strict=args.strict,
         only=list(args.only),
         timeout=args.timeout,
         heartbeat_interval=args.heartbeat_interval,
         grace_period=args.grace_period,
-        redis=False if args.no_redis else None,
+        no_redis=args.no_redis,
+        allow_untested=list(args.allow_untested),
         jobs=args.jobs,
         keep=args.keep,
+        artifact_not_tar=args.artifact_not_tar,
         compare_command=shlex.split(args.compare_command) if args.compare_command else None,
     )
 
 
 def conformance_command(args: argparse.Namespace) -> int:
-    """Run the suite; print text (or JSON), write JUnit XML; exit 0 only when it passed."""
+    """Run the suite; print text (or JSON), write JUnit XML. Exit 0 when it passed, 1 when
+    a check failed, 3 when INCOMPLETE (a scenario could not be exercised), 64 on usage."""
     try:
         options = options_from_args(args)
         report = Suite(options).run()
@@ -55,4 +59,4 @@ def conformance_command(args: argparse.Namespace) -> int:
     if args.junit_xml:
         Path(args.junit_xml).write_text(report.to_junit_xml(), encoding="utf-8")
     print(report.to_json() if args.json else report.to_text())
-    return 0 if report.passed else 1
+    return report.exit_code

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
 from pathlib import Path
 
 # name -> size; a text file, incompressible bytes, an empty file, nested directories,
@@ -37,6 +38,23 @@ def make_default_fixture(root: Path, *, seed: int = 20261127) -> Path:
         else:
             path.write_text(f"baqup conformance fixture: {name}\n" * 20, encoding="utf-8")
     (root / "empty-dir").mkdir(exist_ok=True)
+    return root
+
+
+PADDING = "zz-conformance-padding"
+"""Where the copies of an enlarged fixture live, beside the fixture's own entries."""
+
+
+def scaled_fixture(fixture: Path, root: Path, copies: int, max_bytes: int) -> Path:
+    """A copy of ``fixture`` under ``root`` holding ``copies`` times its data: the original
+    entries plus ``copies - 1`` copies of them in PADDING/NNNN/, fewer when that would pass
+    ``max_bytes``. A job reading it lasts about ``copies`` times longer, with as many more
+    checkpoints (the SIGTERM and cancel scenarios interrupt it)."""
+    size = sum(p.stat().st_size for p in fixture.rglob("*") if p.is_file() and not p.is_symlink())
+    copies = max(1, min(copies, max_bytes // max(size, 1)))
+    shutil.copytree(fixture, root, symlinks=True)
+    for n in range(1, copies):
+        shutil.copytree(fixture, root / PADDING / f"{n:04}", symlinks=True)
     return root
 
 

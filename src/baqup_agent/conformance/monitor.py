@@ -3,7 +3,8 @@
 The monitor polls, every few milliseconds, the job's spool and Redis stream (the
 messages), the heartbeat key's TTL, and the output directory (to catch a partially
 visible output); once the agent reports ``running`` it sends the scenario's SIGTERM or
-cancel, and it kills an agent that outlives its timeout.
+cancel (at once: the moment is observed, not guessed), and it kills an agent that
+outlives its timeout.
 """
 
 from __future__ import annotations
@@ -18,12 +19,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from baqup_agent.conformance.inotify import TreeWatch
 from baqup_agent.conformance.observed import Message, Run, Snapshot, SuiteContext
 
 POLL_SECONDS = 0.005
 TTL_SAMPLE_SECONDS = 0.04
 STREAM_POLL_SECONDS = 0.02
-ACTION_DELAY = 0.1  # after "running" is seen, so the job is really under way
 ACTION_FALLBACK = 0.5  # of the scenario timeout: act anyway when no "running" is reported
 KILL_AFTER_GRACE = 5.0  # a stop request not honoured by then is killed
 
@@ -31,8 +32,15 @@ KILL_AFTER_GRACE = 5.0  # a stop request not honoured by then is killed
 class Monitor:
     """Polls the bus, the heartbeat key and the staging directory while the agent runs."""
 
-    def __init__(self, run: Run, ctx: SuiteContext, proc: subprocess.Popen[bytes]) -> None:
+    def __init__(
+        self,
+        run: Run,
+        ctx: SuiteContext,
+        proc: subprocess.Popen[bytes],
+        watch: TreeWatch | None = None,
+    ) -> None:
         self.run = run
+        self.tree = watch
         self.ctx = ctx
         self.proc = proc
         self.client: Any = (
@@ -63,10 +71,10 @@ class Monitor:
                 return
             self.poll(now)
             if sc.action and run.action_at is None:
+                # at a moment observed on the bus (running, or a first progress message),
+                # never after a guessed delay
                 seen = run.running_seen_at
-                if (seen is not None and now >= seen + ACTION_DELAY) or (
-                    seen is None and now >= run.started + ACTION_FALLBACK * self.ctx.timeout
-                ):
+                if seen is not None or (now >= run.started + ACTION_FALLBACK * self.ctx.timeout):
                     self.act()
             time.sleep(POLL_SECONDS)
         run.ended = time.monotonic()
@@ -77,6 +85,10 @@ class Monitor:
         if not run.ended:
             run.ended = time.monotonic()
         self.poll(time.monotonic(), final=True)
+        if self.tree is not None:
+            self.tree.close()
+            run.staging_events = self.tree.events
+            run.staging_events_overflowed = self.tree.overflowed
         run.published_after = run.output.exists()
         run.staging_left = (run.staging / ".staging" / run.job_id).exists()
         if self.client is not None:
@@ -140,9 +152,11 @@ class Monitor:
         self.run.messages.append(msg)
         if (
             data is not None
-            and data.get("type") == "state_change"
-            and data.get("to_state") == "running"
             and self.run.running_seen_at is None
+            and (
+                data.get("type") == "progress"
+                or (data.get("type") == "state_change" and data.get("to_state") == "running")
+            )
         ):
             self.run.running_seen_at = now
 

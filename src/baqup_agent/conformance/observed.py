@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from baqup_agent.conformance.scenarios import Scenario
 
 if TYPE_CHECKING:
+    from baqup_agent.conformance.inotify import Event
     from baqup_agent.conformance.redis_server import LocalRedis
 
 
@@ -52,6 +53,7 @@ class SuiteContext:
     env: dict[str, str]  # --env, values may hold placeholders
     slow_env: dict[str, str]
     canaries: dict[str, str]  # variable -> canary value
+    real_secrets: dict[str, str]  # variable -> its real value (passed on, searched)
     redis: LocalRedis | None
     closed_port: int
     cwd: str | None = None
@@ -71,6 +73,8 @@ class Run:
     env: dict[str, str] = field(default_factory=dict)
     bus: str = ""  # the bus actually used ("redis" falls back to "spool" without a server)
     skipped: str = ""  # why the scenario did not run
+    skip_how: str = ""  # how to make it run
+    declared_na: bool = False  # skipped because the caller declared it does not apply
     restore_source: Path | None = None
     exit_code: int | None = None
     timed_out: bool = False
@@ -90,6 +94,17 @@ class Run:
     stream_fields: list[list[str]] = field(default_factory=list)  # field names per entry
     published_after: bool = False
     staging_left: bool = False
+    fixture: Path | None = None  # what {fixture} is in this run (an enlarged copy, maybe)
+    staging_events: list[Event] | None = None  # inotify's view of the staging root
+    staging_events_overflowed: bool = False
+
+    def missed_action(self, race: float) -> bool:
+        """Whether the scenario's SIGTERM or cancel came too late to judge: never sent, or
+        sent when the output was (all but) published, within ``race`` seconds."""
+        if self.action_at is None:
+            return True
+        published = [s.at for s in self.snapshots if isinstance(s.manifest, dict)]
+        return bool(published) and min(published) <= self.action_at + race
 
     @property
     def duration(self) -> float:

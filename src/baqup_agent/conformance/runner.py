@@ -16,6 +16,7 @@ import uuid
 from pathlib import Path
 from typing import IO
 
+from baqup_agent.conformance.inotify import TreeWatch
 from baqup_agent.conformance.monitor import Monitor
 from baqup_agent.conformance.observed import Run, SuiteContext
 from baqup_agent.conformance.scenarios import Scenario
@@ -28,9 +29,10 @@ def expand(value: str, run: Run, ctx: SuiteContext) -> str:
     backup and the target for a restore (for agents with one "where the data lives"
     variable), {staging}, {job_id} and {workdir} of the scenario.
     """
-    data = run.target if run.scenario.role == "restore" else ctx.fixture
+    fixture = run.fixture or ctx.fixture
+    data = run.target if run.scenario.role == "restore" else fixture
     for key, sub in (
-        ("{fixture}", str(ctx.fixture)),
+        ("{fixture}", str(fixture)),
         ("{data}", str(data)),
         ("{target}", str(run.target)),
         ("{staging}", str(run.staging)),
@@ -51,7 +53,7 @@ def build_env(run: Run, ctx: SuiteContext) -> dict[str, str]:
         "HOME": str(run.workdir / "home"),
         "TMPDIR": str(run.workdir / "tmp"),
         # not BAQUP_*: an agent may (rightly) reject unknown variables of the contract's prefix
-        "CONFORMANCE_FIXTURE": str(ctx.fixture),
+        "CONFORMANCE_FIXTURE": str(run.fixture or ctx.fixture),
         "CONFORMANCE_TARGET": str(run.target),
         "BAQUP_JOB_ID": run.job_id,
         "BAQUP_AGENT_ID": ctx.agent_id,
@@ -86,6 +88,17 @@ def build_env(run: Run, ctx: SuiteContext) -> dict[str, str]:
             path.write_text(value + "\n", encoding="utf-8")
             path.chmod(0o600)
             env[f"{var}_FILE"] = str(path)
+    if sc.heartbeat_ttl:  # a TTL other than the default, so the check sees it honoured
+        env["BAQUP_HEARTBEAT_TTL"] = f"{sc.heartbeat_ttl * ctx.heartbeat_interval:g}"
+    if sc.log_level:
+        env["BAQUP_LOG_LEVEL"] = sc.log_level
+    for var, value in ctx.real_secrets.items():
+        # as the caller configured it: the value itself, or the file that holds it
+        if var not in ctx.env and f"{var}_FILE" not in ctx.env:
+            if var in os.environ:
+                env[var] = value
+            else:
+                env[f"{var}_FILE"] = os.environ[f"{var}_FILE"]
     env.update({k: expand(v, run, ctx) for k, v in ctx.env.items()})
     if sc.slow:
         env.update({k: expand(v, run, ctx) for k, v in ctx.slow_env.items()})
@@ -125,6 +138,7 @@ def execute(run: Run, ctx: SuiteContext) -> Run:
     if spool_dir:
         run.spool = Path(spool_dir) / run.job_id
     command = [expand(a, run, ctx) for a in ctx.command]
+    watch = TreeWatch.open(run.staging)
     run.started = time.monotonic()
     try:
         proc = subprocess.Popen(
@@ -137,6 +151,8 @@ def execute(run: Run, ctx: SuiteContext) -> Run:
             start_new_session=True,  # its own process group: children are killed with it
         )
     except OSError as exc:
+        if watch is not None:
+            watch.close()
         raise RuntimeError(f"cannot run the agent {command[0]!r}: {exc.strerror}") from None
     assert proc.stdout is not None and proc.stderr is not None
     readers = [
@@ -145,7 +161,7 @@ def execute(run: Run, ctx: SuiteContext) -> Run:
     ]
     for t in readers:
         t.start()
-    monitor = Monitor(run, ctx, proc)
+    monitor = Monitor(run, ctx, proc, watch)
     try:
         monitor.watch()
     finally:

@@ -29,8 +29,10 @@ class Scenario:
     slow: bool = False
     action: Literal["sigterm", "cancel"] | None = None
     fault: Literal["missing-job-id", "bad-interval", "missing-restore-source"] | None = None
-    source: Literal["backup", "corrupt"] | None = None  # what a restore reads
+    source: Literal["backup", "corrupt", "hostile"] | None = None  # what a restore reads
     needs_redis: bool = False  # not applicable without a redis-server
+    heartbeat_ttl: float = 0  # BAQUP_HEARTBEAT_TTL in intervals (0: unset, the default)
+    log_level: str = ""  # BAQUP_LOG_LEVEL (empty: DEBUG, everything)
 
     @property
     def is_job(self) -> bool:
@@ -41,12 +43,12 @@ class Scenario:
 BACKUP = Scenario(
     "backup",
     "backup over Redis (password from BAQUP_REDIS_PASSWORD_FILE), slow job, heartbeats watched",
-    "backup", "redis", "file", slow=True,
+    "backup", "redis", "file", slow=True, heartbeat_ttl=4,
 )  # fmt: skip
 SCENARIOS: tuple[Scenario, ...] = (
     BACKUP,
-    Scenario("backup-spool", "backup without Redis: the spool is the bus", "backup", "spool",
-             "env"),
+    Scenario("backup-spool", "backup without Redis: the spool is the bus; BAQUP_LOG_LEVEL=INFO",
+             "backup", "spool", "env", log_level="INFO"),
     Scenario("backup-redis-down", "backup with BAQUP_REDIS_URL pointing at a closed port",
              "backup", "redis-down", "url"),
     Scenario("sigterm", "SIGTERM once the agent reports running", "backup", "redis", "env",
@@ -57,12 +59,15 @@ SCENARIOS: tuple[Scenario, ...] = (
              "file", slow=True, action="cancel"),
     Scenario("config-missing-job-id", "BAQUP_JOB_ID missing", "backup", "spool", "env",
              fault="missing-job-id"),
-    Scenario("config-bad-interval", "BAQUP_HEARTBEAT_INTERVAL=-1", "backup", "spool", "env",
-             fault="bad-interval"),
+    Scenario("config-bad-interval", "BAQUP_HEARTBEAT_INTERVAL=-1, Redis configured", "backup",
+             "redis", "env", fault="bad-interval"),
     Scenario("restore", "restore of the backup scenario's output over Redis", "restore",
              "redis", "env", source="backup"),
     Scenario("restore-corrupt", "restore of a copy of that output with one byte flipped",
              "restore", "spool", "file", source="corrupt"),
+    Scenario("restore-hostile", "restore of a copy of that output whose tar archive tries "
+             "to escape the target (manifest and checksums valid)", "restore", "spool", "env",
+             source="hostile"),
     Scenario("config-restore-no-source", "restore without BAQUP_RESTORE_SOURCE", "restore",
              "spool", "env", fault="missing-restore-source"),
 )  # fmt: skip

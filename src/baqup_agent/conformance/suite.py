@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import concurrent.futures as cf
+import math
+import os
+import shlex
 import shutil
 import tempfile
 import threading
@@ -14,7 +17,9 @@ from typing import Any
 
 from baqup_agent.conformance.canary import make_canary
 from baqup_agent.conformance.checks import BY_NAME, CHECKS, Check, CheckInput, NotApplicable
-from baqup_agent.conformance.fixture import make_default_fixture
+from baqup_agent.conformance.checks.lifecycle import RACE
+from baqup_agent.conformance.fixture import make_default_fixture, scaled_fixture
+from baqup_agent.conformance.hostile import NotTar, hostile_copy, make_outside
 from baqup_agent.conformance.observed import Run, SuiteContext
 from baqup_agent.conformance.redis_server import LocalRedis, free_port
 from baqup_agent.conformance.report import (
@@ -24,6 +29,7 @@ from baqup_agent.conformance.report import (
     Report,
     ScenarioSummary,
     Status,
+    Untested,
 )
 from baqup_agent.conformance.runner import execute, new_run
 from baqup_agent.conformance.scenarios import BY_NAME as SCENARIOS_BY_NAME
@@ -46,21 +52,42 @@ class SuiteOptions:
     role: str = "both"  # backup, restore or both
     env: Mapping[str, str] = field(default_factory=dict)
     slow_env: Mapping[str, str] = field(default_factory=dict)
-    secret_vars: Sequence[str] = ()
+    secret_vars: Sequence[str] = ()  # replaced by canaries, searched everywhere
+    real_secret_vars: Sequence[str] = ()  # kept as configured (env or NAME_FILE), searched
     fixture: Path | None = None
     strict: bool = False
     only: Sequence[str] = ()
     timeout: float = 30.0  # per scenario, and per check evaluation
     heartbeat_interval: float = 0.3
     grace_period: float = 2.0
-    redis: bool | None = None  # None: use redis-server when it is installed
+    redis: bool | None = None  # None: use redis-server when it is installed; False: no_redis
+    no_redis: bool = False  # spool only: a waiver of every Redis scenario (--no-redis)
+    allow_untested: Sequence[str] = ()  # checks whose unexercised scenarios are waived
     redis_server: str | None = None  # path of the binary
     jobs: int = 4  # scenarios run at the same time
-    workdir: Path | None = None  # parent of the sandbox (default: the system temp dir)
+    workdir: Path | str | None = None  # parent of the sandbox (default: the system temp dir)
     keep: bool = False  # keep the sandbox for inspection
     cwd: str | None = None  # working directory of the agent
     agent_id: str = "conformance-agent"
-    compare_command: Sequence[str] | None = None  # round trip: exit 0 when data matches
+    # round trip: exit 0 when data matches; a string is split like a shell would
+    compare_command: Sequence[str] | str | None = None
+    scale_fixture: bool = True  # calibrate and enlarge the fixture of SIGTERM and cancel
+    artifact_not_tar: bool = False  # declared: no artifact is a tar stream (restore-hostile)
+
+    def __post_init__(self) -> None:
+        # the library takes what the CLI and the docs show: strings or paths, both spellings
+        if self.no_redis:
+            self.redis = False
+        self.no_redis = self.redis is False
+        if isinstance(self.workdir, str):
+            self.workdir = Path(self.workdir)
+        if isinstance(self.fixture, str):
+            self.fixture = Path(self.fixture)
+        if isinstance(self.compare_command, str):
+            self.compare_command = shlex.split(self.compare_command)
+        for name in ("only", "allow_untested", "secret_vars", "real_secret_vars"):
+            if isinstance(getattr(self, name), str):
+                setattr(self, name, [getattr(self, name)])
 
 
 def run_suite(command: Sequence[str], **options: Any) -> Report:
@@ -80,7 +107,7 @@ class Suite:
             raise ValueError("no agent command given (baqup-agent conformance -- COMMAND ...)")
         if options.role not in ("backup", "restore", "both"):
             raise ValueError(f"role must be backup, restore or both, not {options.role!r}")
-        unknown = [name for name in options.only if name not in BY_NAME]
+        unknown = [n for n in [*options.only, *options.allow_untested] if n not in BY_NAME]
         if unknown:
             raise ValueError(f"unknown check(s) {unknown}; known: {', '.join(BY_NAME)}")
         taken = SUITE_VARIABLES & set(options.env) | SUITE_VARIABLES & set(options.slow_env)
@@ -89,6 +116,10 @@ class Suite:
                 f"{', '.join(sorted(taken))}: set by the suite for each scenario "
                 "(see --heartbeat-interval and --grace-period)"
             )
+        both = set(options.secret_vars) & set(options.real_secret_vars)
+        if both:
+            raise ValueError(f"{', '.join(sorted(both))}: a canary or the real value, not both")
+        self.real_secrets = {v: _real_secret(v, options.env) for v in options.real_secret_vars}
         if options.fixture is not None and not Path(options.fixture).is_dir():
             raise ValueError(f"--fixture {options.fixture}: not a directory")
         self.options = options
@@ -99,6 +130,13 @@ class Suite:
         self.roles = roles
         if not self.checks:
             raise ValueError(f"no check selected for role {options.role} (see --only)")
+        chosen = {c.name for c in self.checks}
+        self.not_run = [c.name for c in CHECKS if c.name not in chosen]
+        self.waivers = [f"--allow-untested {n}" for n in options.allow_untested]
+        if options.no_redis:
+            self.waivers.append("--no-redis")
+        self._scaled: dict[int, Path] = {}
+        self._scale_lock = threading.Lock()
 
     def scenarios_of(self, check: Check) -> list[Scenario]:
         """The scenarios ``check`` judges under the selected roles."""
@@ -109,7 +147,7 @@ class Suite:
         """Run everything and build the report."""
         started = time.monotonic()
         opts = self.options
-        parent = opts.workdir or Path(tempfile.gettempdir())
+        parent = Path(opts.workdir or tempfile.gettempdir())
         parent.mkdir(parents=True, exist_ok=True)
         root = Path(tempfile.mkdtemp(prefix="baqup-conformance-", dir=parent))
         redis: LocalRedis | None = None
@@ -135,6 +173,8 @@ class Suite:
             scenarios=summaries,
             duration_seconds=time.monotonic() - started,
             sandbox=str(root) if opts.keep else "",
+            not_run=self.not_run,
+            waivers=self.waivers,
         )
 
     def _context(self, root: Path) -> tuple[SuiteContext, str]:
@@ -146,11 +186,11 @@ class Suite:
         redis: LocalRedis | None = None
         binary = LocalRedis.find(opts.redis_server)
         if opts.redis is False:
-            note = "spool only (--no-redis): Redis scenarios not applicable"
+            note = "spool only (--no-redis): Redis scenarios waived"
         elif binary is None:
             if opts.redis:
                 raise RuntimeError("redis-server not found and Redis was required")
-            note = "spool only (redis-server not installed): Redis scenarios not applicable"
+            note = "spool only (redis-server not installed): Redis scenarios untested"
         else:
             redis = LocalRedis(binary, root / "redis", canaries["BAQUP_REDIS_PASSWORD"])
             redis.start()
@@ -166,6 +206,7 @@ class Suite:
             env=dict(opts.env),
             slow_env=dict(opts.slow_env),
             canaries=canaries,
+            real_secrets=self.real_secrets,
             redis=redis,
             closed_port=free_port(),
             cwd=opts.cwd,
@@ -173,10 +214,25 @@ class Suite:
         )
         return ctx, note
 
+    def _redis_untested(self, what: str) -> Untested:
+        """Why a Redis part did not run, how to run it, and the waiver that covers it."""
+        if self.options.no_redis:
+            why, waived = "--no-redis", "--no-redis"
+        else:
+            why, waived = "no redis-server on this machine", ""
+        return Untested(
+            "redis",
+            f"{what} not observed: {why}",
+            "install redis-server (on PATH, or SuiteOptions.redis_server); --no-redis waives",
+            waived,
+        )
+
     def _run_scenarios(self, ctx: SuiteContext) -> dict[str, Run]:
         wanted = {s.name for c in self.checks for s in self.scenarios_of(c)}
-        if wanted & {"restore", "restore-corrupt"}:
+        if any(SCENARIOS_BY_NAME[n].source for n in wanted):
             wanted.add("backup")  # the restores read its output
+        if self.options.scale_fixture and any(SCENARIOS_BY_NAME[n].action for n in wanted):
+            wanted.add(CALIBRATION)  # its job length sizes the interrupted jobs' fixture
         chosen = [s for s in SCENARIOS if s.name in wanted]
         runs: dict[str, Run] = {}
         with cf.ThreadPoolExecutor(max_workers=max(1, self.options.jobs)) as pool:
@@ -189,31 +245,77 @@ class Suite:
 
     def _scenario(self, sc: Scenario, ctx: SuiteContext, futures: dict[str, cf.Future[Run]]) -> Run:
         source = None
-        skipped = ""
+        skipped = how = ""
         if sc.needs_redis and ctx.redis is None:
             skipped = "needs Redis, which this suite run does not have"
         elif sc.source is not None:
             backup = futures["backup"].result()
-            source, skipped = _restore_source(backup, sc, ctx)
-        run = new_run(sc, ctx, source)
-        if skipped:
-            run.skipped = skipped
-            return run
-        return execute(run, ctx)
+            source, skipped, how = _restore_source(backup, sc, ctx)
+        if sc.action is None or not self.options.scale_fixture or skipped:
+            run = new_run(sc, ctx, source)
+            run.skipped, run.skip_how = skipped, how
+            if sc.source == "hostile" and how == _HOW_NOT_TAR and self.options.artifact_not_tar:
+                # declared, and true: had an artifact been a tar stream, it would have run
+                run.skipped = f"{skipped} (declared with --artifact-not-tar)"
+                run.declared_na = True
+            return run if skipped else execute(run, ctx)
+        return self._interrupted(sc, ctx, futures[CALIBRATION].result())
+
+    def _interrupted(self, sc: Scenario, ctx: SuiteContext, calibration: Run) -> Run:
+        """Run a SIGTERM or cancel scenario over a fixture enlarged so that the job is
+        still running when the interrupt lands; if it ended first anyway, enlarge the
+        fixture again and run once more (a busy machine stretches the start-up)."""
+        copies = _copies_for(calibration)
+        attempts = 0
+        while True:
+            attempts += 1
+            run = new_run(sc, ctx, None)
+            run.fixture = self._scaled_fixture(ctx, copies)
+            execute(run, ctx)
+            run.action_note += f"fixture x{copies}, attempt {attempts}; "
+            if not run.missed_action(RACE) or attempts > SCALE_RETRIES or copies == MAX_COPIES:
+                return run
+            copies = min(MAX_COPIES, copies * SCALE_STEP)
+            shutil.rmtree(run.workdir, ignore_errors=True)
+
+    def _scaled_fixture(self, ctx: SuiteContext, copies: int) -> Path:
+        """The fixture with ``copies - 1`` more copies of itself, made once per size."""
+        if copies <= 1:
+            return ctx.fixture
+        with self._scale_lock:
+            if copies not in self._scaled:
+                self._scaled[copies] = scaled_fixture(
+                    ctx.fixture, ctx.root / f"fixture-x{copies}", copies, MAX_FIXTURE_BYTES
+                )
+            return self._scaled[copies]
 
     def _judge(
         self, check: Check, runs: dict[str, Run], ctx: SuiteContext, dump: list[tuple[str, str]]
     ) -> CheckResult:
         names = [s.name for s in self.scenarios_of(check)]
         observed = [runs[n] for n in names if n in runs and not runs[n].skipped]
-        result = CheckResult(check.name, check.section, check.title, Status.PASS)
+        result = CheckResult(check.name, check.section, check.title, Status.PASS, rules=check.rules)
         result.scenarios = [r.scenario.name for r in observed]
         result.scenario_seconds = sum(r.duration for r in observed)
-        skipped = [f"{n}: {runs[n].skipped}" for n in names if n in runs and runs[n].skipped]
-        if not observed:
+        declared = [runs[n] for n in names if n in runs and runs[n].declared_na]
+        # a skipped scenario leaves untested the checks made for it; the checks of every
+        # scenario (exit codes, log lines...) judge those that ran
+        explicit = names if check.scenarios else []
+        for n in explicit:
+            if n in runs and runs[n].skipped and not runs[n].declared_na:
+                if SCENARIOS_BY_NAME[n].needs_redis and ctx.redis is None:
+                    result.untested.append(self._redis_untested(f"scenario {n}"))
+                else:
+                    how = runs[n].skip_how or check.fix
+                    result.untested.append(Untested(n, runs[n].skipped, how))
+        if check.redis_part and ctx.redis is None:
+            result.untested.append(self._redis_untested(check.redis_part))
+        if not observed and declared and not result.untested:
             result.status = Status.NOT_APPLICABLE
-            result.reason = "; ".join(skipped) or "no scenario of the selected role"
+            result.reason = "; ".join(r.skipped for r in declared)
             return result
+        if not observed:
+            return self._untested_status(check, result)
         inp = CheckInput(observed, ctx, runs, dump)
         t0 = time.monotonic()
         # each check is evaluated in its own thread so that one that hangs is cut off
@@ -223,8 +325,9 @@ class Suite:
                 timeout=self.options.timeout
             )
         except NotApplicable as exc:
-            result.status = Status.NOT_APPLICABLE
-            result.reason = str(exc)
+            where = exc.scenario or check.name
+            result.untested.append(Untested(where, str(exc), exc.how or check.fix))
+            result.findings = []
         except cf.TimeoutError:
             timeout = self.options.timeout
             result.findings = [
@@ -233,11 +336,67 @@ class Suite:
         finally:
             pool.shutdown(wait=False)
         result.duration_seconds = time.monotonic() - t0
-        if result.status is not Status.NOT_APPLICABLE:
-            result.status = _status(result, self.options.strict)
-            if skipped:
-                result.reason = "; ".join(skipped)
+        result.untested += inp.untested
+        result.status = _status(result, self.options.strict)
+        return self._untested_status(check, result)
+
+    def _untested_status(self, check: Check, result: CheckResult) -> CheckResult:
+        """Mark waived parts; an unwaived part makes a passing check UNTESTED."""
+        if check.name in self.options.allow_untested:
+            waiver = f"--allow-untested {check.name}"
+            result.untested = [
+                u if u.waived_by else Untested(u.scenario, u.why, u.how, waiver)
+                for u in result.untested
+            ]
+        if result.status is Status.FAIL:
+            return result
+        if any(not u.waived_by for u in result.untested):
+            result.status = Status.UNTESTED
+        elif result.untested and {u.scenario for u in result.untested} >= set(result.scenarios):
+            result.status = Status.WAIVED  # nothing of it was exercised, by request
+        result.reason = "; ".join(u.why for u in result.untested)
         return result
+
+
+CALIBRATION = "backup-spool"
+"""The scenario whose job, neither throttled nor interrupted, sizes the interrupted ones."""
+TARGET_JOB_SECONDS = 8.0  # how long the interrupted scenarios' job would last (calibrated)
+SCALE_RETRIES = 2  # more runs, each with SCALE_STEP times the copies, when the job was too fast
+SCALE_STEP = 4
+MAX_COPIES = 4096
+MAX_FIXTURE_BYTES = 256 << 20  # the enlarged fixture stays below this
+
+
+def _real_secret(name: str, env: Mapping[str, str]) -> str:
+    """The value of a secret kept as configured: ``--env NAME=...``, else the caller's
+    environment, else the file ``NAME_FILE`` names (either way)."""
+    value = env.get(name, os.environ.get(name))
+    if value is None:
+        path = env.get(f"{name}_FILE", os.environ.get(f"{name}_FILE"))
+        if path is None:
+            raise ValueError(f"--real-secret-var {name}: neither {name} nor {name}_FILE is set")
+        try:
+            value = Path(path).read_text(encoding="utf-8").removesuffix("\n")
+        except OSError as exc:
+            raise ValueError(f"--real-secret-var {name}: {name}_FILE: {exc.strerror}") from None
+    if len(value) < MIN_REAL_SECRET:
+        raise ValueError(
+            f"--real-secret-var {name}: shorter than {MIN_REAL_SECRET} characters, too short "
+            "to search for without matching everywhere"
+        )
+    return value
+
+
+MIN_REAL_SECRET = 6
+
+
+def _copies_for(calibration: Run) -> int:
+    """How many copies of the fixture make the job last TARGET_JOB_SECONDS, judged by the
+    calibration run's work time (from ``running`` to its exit)."""
+    if calibration.skipped or calibration.running_seen_at is None or not calibration.ended:
+        return 1
+    work = max(calibration.ended - calibration.running_seen_at, 0.01)
+    return max(1, min(MAX_COPIES, math.ceil(TARGET_JOB_SECONDS / work)))
 
 
 def _status(result: CheckResult, strict: bool) -> Status:
@@ -247,25 +406,39 @@ def _status(result: CheckResult, strict: bool) -> Status:
     return Status.WARN if Level.SHOULD in levels else Status.PASS
 
 
-def _restore_source(backup: Run, sc: Scenario, ctx: SuiteContext) -> tuple[Path | None, str]:
-    """The directory a restore scenario reads: the backup's output or a corrupted copy."""
+def _restore_source(backup: Run, sc: Scenario, ctx: SuiteContext) -> tuple[Path | None, str, str]:
+    """The directory a restore scenario reads: the backup's output, a corrupted copy or a
+    hostile one; or why there is none and how to have one."""
     out = backup.output
     if not (out / "manifest.json").is_file():
-        return None, "the backup scenario published no output to restore"
+        return None, "the backup scenario published no output to restore", _FIX_BACKUP
     if sc.source == "backup":
-        return out, ""
+        return out, "", ""
+    if sc.source == "hostile":
+        outside = ctx.root / sc.name / "outside"
+        make_outside(outside)
+        try:
+            hostile_copy(out, ctx.root / sc.name / "hostile-source" / backup.job_id, outside)
+        except NotTar as exc:
+            return None, str(exc), _HOW_NOT_TAR
+        return ctx.root / sc.name / "hostile-source" / backup.job_id, "", ""
     copy = ctx.root / sc.name / "corrupt-source" / backup.job_id
     shutil.copytree(out, copy)
     files = [p for p in copy.rglob("*") if p.is_file() and p.name != "manifest.json"]
-    if not files:
-        return None, "the backup's output holds no artifact to corrupt"
-    victim = max(files, key=lambda p: p.stat().st_size)
-    data = bytearray(victim.read_bytes())
-    if not data:
-        return None, "the backup's artifacts are empty"
+    victim = max(files, key=lambda p: p.stat().st_size, default=None)
+    data = bytearray(victim.read_bytes() if victim is not None else b"")
+    if victim is None or not data:
+        return None, "the backup's output holds no non-empty artifact to corrupt", _FIX_BACKUP
     data[len(data) // 2] ^= 0xFF  # same size, different checksum
     victim.write_bytes(bytes(data))
-    return copy, ""
+    return copy, "", ""
+
+
+_FIX_BACKUP = "make the backup scenario publish a valid output (see the manifest check)"
+_HOW_NOT_TAR = (
+    "the suite can only make a tar stream hostile; an agent whose artifact is another "
+    "format declares it with --artifact-not-tar"
+)
 
 
 def _dump_redis(redis: LocalRedis) -> list[tuple[str, str]]:

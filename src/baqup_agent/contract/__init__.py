@@ -21,6 +21,17 @@ __all__ = [
     "ChecksumAlgorithm",
     "Common",
     "Compression",
+    "ConformanceCheck",
+    "ConformanceCheckStatus",
+    "ConformanceCounts",
+    "ConformanceFinding",
+    "ConformanceFindingLevel",
+    "ConformanceReport",
+    "ConformanceRole",
+    "ConformanceRuleId",
+    "ConformanceScenario",
+    "ConformanceUntested",
+    "ConformanceVerdict",
     "ExceptionInfo",
     "ExitCode",
     "Heartbeat",
@@ -44,6 +55,7 @@ if TYPE_CHECKING:
     from baqup_schema.contract.bus_message import BusMessage, Cancel, Heartbeat, HeartbeatIntent, ProgressUpdate, Result, ResultStatus, StateChange
     from baqup_schema.contract.common import ChecksumAlgorithm, Common, Compression, LogFormat, Progress, Role
     from baqup_schema.contract.config import BaseConfig
+    from baqup_schema.contract.conformance_report import ConformanceCheck, ConformanceCheckStatus, ConformanceCounts, ConformanceFinding, ConformanceFindingLevel, ConformanceReport, ConformanceRole, ConformanceRuleId, ConformanceScenario, ConformanceUntested, ConformanceVerdict
     from baqup_schema.contract.exit_code import ExitCode
     from baqup_schema.contract.log_level import LogLevel, LogLevelName
     from baqup_schema.contract.log_record import ExceptionInfo, LogRecord

@@ -37,7 +37,11 @@ VARIANTS = (
     "bad-message", "result-twice", "non-atomic", "wrong-checksum", "leak-secret",
     "leak-secret-b64", "sigterm-exit0", "bad-config-exit0", "redis-down-exit0",
     "ignore-cancel", "restore-corrupt", "restore-no-verify", "world-readable",
-    "rerun-redo", "no-job-lock",
+    "seq-from-1", "heartbeat-after-result", "float-integer", "log-level-ignored",
+    "heartbeat-ttl-wrong", "bad-config-bus", "config-error-unnamed", "retryable-wrong",
+    "sigterm-exit70", "sigterm-status-failed", "log-on-stdout", "restore-writes-first",
+    "stray-file", "result-no-expiry", "manifest-first", "temp-outside", "restore-unsafe",
+    "no-from-state", "timestamp-offset", "rerun-redo", "no-job-lock",
 )  # fmt: skip
 BROKEN = os.environ.get("BROKEN", "")
 assert BROKEN in ("", *VARIANTS), f"unknown BROKEN variant {BROKEN!r}"
@@ -53,10 +57,12 @@ TRANSITIONS = {
 RETRYABLE = {0: False, 1: True, 64: False, 65: False, 69: True, 70: False, 73: True,
              74: True, 75: False, 76: True}  # fmt: skip
 NAME, VERSION = "plain-agent", "1.0.0"
+LEVELS = ("TRACE", "DEBUG", "INFO", "WARN", "ERROR", "FATAL")
 
 
 def now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
+    stamp = datetime.now(timezone.utc).isoformat(timespec="microseconds")
+    return stamp if BROKEN == "timestamp-offset" else stamp.replace("+00:00", "Z")
 
 
 class Failure(Exception):
@@ -70,9 +76,12 @@ class Failure(Exception):
 class Log:
     """JSON lines on stderr with the required fields; known secrets redacted."""
 
-    def __init__(self, job_id: str, agent_id: str) -> None:
+    def __init__(self, job_id: str, agent_id: str, level: str = "INFO") -> None:
         self.job_id, self.agent_id = job_id, agent_id
         self.secrets: list[str] = []
+        self.level = LEVELS.index(level) if level in LEVELS else 2
+        if BROKEN == "log-level-ignored":
+            self.level = 0
 
     def hide(self, value: str | None) -> None:
         if value and len(value) >= 3:
@@ -81,14 +90,17 @@ class Log:
                              quote_plus(value), base64.b64encode(raw).decode()]  # fmt: skip
 
     def __call__(self, level: str, message: str, *, raw: bool = False, **fields: Any) -> None:
+        if LEVELS.index(level) < self.level:
+            return
         record = {"timestamp": now(), "level": level, "message": message,
                   "job_id": self.job_id, "agent_id": self.agent_id, **fields}  # fmt: skip
         line = json.dumps(record, default=str)
         if not raw:  # raw: the leak-secret variant writes what it was given
             for form in sorted(self.secrets, key=len, reverse=True):
                 line = line.replace(form, "[REDACTED]")
-        sys.stderr.write(line + "\n")
-        sys.stderr.flush()
+        stream = sys.stdout if BROKEN == "log-on-stdout" and level == "INFO" else sys.stderr
+        stream.write(line + "\n")
+        stream.flush()
 
 
 def read_secret(env: dict[str, str], name: str, problems: list[str]) -> str | None:
@@ -134,6 +146,8 @@ def load_config(env: dict[str, str]) -> dict[str, Any]:
     cfg["interval"] = number(env, "BAQUP_HEARTBEAT_INTERVAL", 10, 0, problems, exclusive=True)
     cfg["grace"] = number(env, "BAQUP_GRACE_PERIOD", 30, 0, problems)
     cfg["ttl"] = float(env.get("BAQUP_HEARTBEAT_TTL") or 3 * cfg["interval"])
+    if BROKEN == "heartbeat-ttl-wrong":
+        cfg["ttl"] = 3 * cfg["interval"]
     cfg["delay"] = float(env.get("PLAIN_DELAY", "0"))
     cfg["staging"] = Path(env.get("BAQUP_STAGING_DIR", "/var/lib/baqup/staging"))
     cfg["spool"] = Path(env.get("BAQUP_SPOOL_DIR") or cfg["staging"] / ".spool")
@@ -160,7 +174,7 @@ class Bus:
         self.spool = cfg["spool"] / self.job_id
         self.log = log
         self.lock = threading.Lock()
-        self.seq = 0
+        self.seq = 1 if BROKEN == "seq-from-1" else 0
         self.redis: Any = None
         if cfg["redis_url"]:
             try:
@@ -187,7 +201,8 @@ class Bus:
                     if kind == "heartbeat":
                         pipe.set(f"{self.key}:heartbeat", text, px=int(ttl * 1000))
                     if kind == "result":
-                        pipe.set(f"{self.key}:result", text, ex=7 * 86400)
+                        keep = None if BROKEN == "result-no-expiry" else 7 * 86400
+                        pipe.set(f"{self.key}:result", text, ex=keep)
                     pipe.execute()
                     return "redis"
                 except Exception as exc:
@@ -251,13 +266,15 @@ class Job:
     def to(self, state: str) -> None:
         if self.state and state not in TRANSITIONS[self.state] and BROKEN != "illegal-transition":
             raise Failure(70, f"illegal transition {self.state} -> {state}")
-        body = {"to_state": state, **({"from_state": self.state} if self.state else {})}
+        keep_from = self.state and BROKEN != "no-from-state"
+        body = {"to_state": state, **({"from_state": self.state} if keep_from else {})}
         self.state = state
         self.bus.send("state_change", **body)
         self.log("INFO", f"state {state}")
 
-    def progress(self) -> dict[str, int]:
-        return {"bytes_done": self.bytes_done, "items_done": self.items_done}
+    def progress(self) -> dict[str, Any]:
+        done = float(self.bytes_done) if BROKEN == "float-integer" else self.bytes_done
+        return {"bytes_done": done, "items_done": self.items_done}
 
     def heartbeats(self) -> None:
         while True:
@@ -294,6 +311,13 @@ class Job:
         shutil.rmtree(work, ignore_errors=True)
         work.mkdir(parents=True)
         self.work = work
+        if BROKEN == "stray-file":
+            (staging / "scratch.tmp").write_text("outside .staging/JOB_ID", encoding="utf-8")
+        if BROKEN == "temp-outside":  # written and removed: only a watch of the tree sees it
+            (staging / "scratch.tmp").write_text("outside .staging/JOB_ID", encoding="utf-8")
+            (staging / "scratch.tmp").unlink()
+        if BROKEN == "manifest-first":  # a draft manifest before the artifacts
+            (work / "manifest.json").write_text("{}", encoding="utf-8")
         source = Path(cfg["source"])
         artifact = work / "data.tar.gz"
         with artifact.open("wb") as raw, tarfile.open(fileobj=raw, mode="w:gz") as tar:
@@ -343,19 +367,28 @@ class Job:
             if ".." in Path(a["filename"]).parts or not path.is_file():
                 raise Failure(65, f"bad artifact {a['filename']}")
             digest = hashlib.new(a["checksum_algorithm"], path.read_bytes()).hexdigest()
+            if BROKEN == "restore-writes-first":
+                self.extract(path, target)
             if digest != a["checksum_value"] and BROKEN != "restore-no-verify":
                 raise Failure(65, f"checksum mismatch: {a['filename']}")
-        target.mkdir(parents=True, exist_ok=True)
         for a in artifacts:
-            with tarfile.open(source / a["filename"], "r:gz") as tar:
-                for member in tar:
-                    tar.extract(member, target, filter="data")
-                    self.items_done += 1
-                    self.pause()
+            self.extract(source / a["filename"], target)
         if BROKEN == "restore-corrupt":
             victim = next(p for p in sorted(target.rglob("*")) if p.is_file() and p.stat().st_size)
             victim.write_bytes(b"corrupted by BROKEN=restore-corrupt")
         return {"output_path": str(target)}
+
+    def extract(self, artifact: Path, target: Path) -> None:
+        target.mkdir(parents=True, exist_ok=True)
+        trust = "fully_trusted" if BROKEN == "restore-unsafe" else "data"
+        with tarfile.open(artifact, "r:gz") as tar:
+            for member in tar:
+                try:
+                    tar.extract(member, target, filter=trust)
+                except tarfile.TarError as exc:  # an entry escaping the target: bad data
+                    raise Failure(65, f"unsafe archive entry: {exc}") from None
+                self.items_done += 1
+                self.pause()
 
     def run(self) -> int:
         started = time.monotonic()
@@ -379,6 +412,10 @@ class Job:
             status = "cancelled" if self.stop.is_set() and code == 1 else "failed"
             if status == "cancelled" and self.by_signal and BROKEN == "sigterm-exit0":
                 code = 0
+            if status == "cancelled" and self.by_signal and BROKEN == "sigterm-exit70":
+                code = 70
+            if status == "cancelled" and self.by_signal and BROKEN == "sigterm-status-failed":
+                status = "failed"
             error = f"{type(exc).__name__}: {exc}"
             self.log("ERROR", "job failed", error=error)
             if self.work is not None:
@@ -387,12 +424,17 @@ class Job:
         self.done.set()
         for t in threads:
             t.join(timeout=2)
-        result = {"status": status, "exit_code": code, "retryable": RETRYABLE[code],
+        retryable = RETRYABLE[code] != (BROKEN == "retryable-wrong")
+        result = {"status": status, "exit_code": code, "retryable": retryable,
                   "duration_seconds": round(time.monotonic() - started, 3), **extra,
                   **({"error": error} if error else {})}  # fmt: skip
         where = self.bus.send("result", **result)
         if BROKEN == "result-twice":
             self.bus.send("result", **result)
+        if BROKEN == "heartbeat-after-result":
+            self.bus.send("heartbeat", ttl=self.cfg["ttl"], state=self.state, intent="continuing",
+                          interval_seconds=self.cfg["interval"], ttl_seconds=self.cfg["ttl"],
+                          progress=self.progress())  # fmt: skip
         if code == 0 and where == "spool" and self.cfg["redis_url"]:
             code = 0 if BROKEN == "redis-down-exit0" else 75
         if code == 0 and BROKEN == "exit-code":
@@ -435,13 +477,19 @@ def main() -> int:
     agent_id = (
         cfg["BAQUP_AGENT_ID"] if cfg["BAQUP_AGENT_ID"] and ID.match(cfg["BAQUP_AGENT_ID"]) else None
     )
-    log = Log(job_id or "unknown", agent_id or "unknown")
+    log = Log(job_id or "unknown", agent_id or "unknown", os.environ.get("BAQUP_LOG_LEVEL", "INFO"))
     log.hide(cfg["password"])
     log.hide(cfg["token"])
     if cfg["redis_url"]:
         log.hide(cfg["redis_url"])
+    log("DEBUG", "configuration read", role=cfg["role"])
     if cfg["problems"]:
-        log("ERROR", "invalid configuration", errors=cfg["problems"])
+        problems = cfg["problems"]
+        if BROKEN == "config-error-unnamed":
+            problems = ["a setting is wrong"] * len(problems)
+        log("ERROR", "invalid configuration", errors=problems)
+        if BROKEN == "bad-config-bus" and job_id and agent_id:
+            Bus(cfg, log).send("state_change", to_state="initializing")  # valid, but sent
         return 0 if BROKEN == "bad-config-exit0" else 64
     if BROKEN == "log-not-json":
         sys.stderr.write("plain agent starting\n")

@@ -22,6 +22,8 @@ class ContractModel(BaseModel):
         regex_engine="python-re",
         defer_build=True,
         populate_by_name=True,
+        # a field whose JSON name is not a Python name ("pass") is written by that name
+        serialize_by_alias=True,
     )
 
     @model_validator(mode="before")

@@ -8,13 +8,22 @@ from datetime import datetime
 from typing import Any
 
 from baqup_agent.conformance.observed import Message, Run, SuiteContext
-from baqup_agent.conformance.report import Finding, Level
+from baqup_agent.conformance.report import Finding, Level, Untested
 
 ALL_ROLES = frozenset({"backup", "restore"})
 
 
 class NotApplicable(Exception):
-    """Raised by a check that cannot judge (its scenario could not run, for instance)."""
+    """Raised by a check that cannot judge at all (its scenario could not reach the
+    situation the check judges): the check is untested, the verdict INCOMPLETE.
+
+    ``how`` says how to make it run; ``scenario`` names what was not exercised.
+    """
+
+    def __init__(self, why: str, *, how: str = "", scenario: str = "") -> None:
+        super().__init__(why)
+        self.how = how
+        self.scenario = scenario
 
 
 @dataclass
@@ -25,6 +34,12 @@ class CheckInput:
     ctx: SuiteContext
     all_runs: dict[str, Run]  # every scenario that ran, judged or not (inputs of restores)
     redis_dump: list[tuple[str, str]] = field(default_factory=list)  # (key, value text)
+    untested: list[Untested] = field(default_factory=list)  # parts the check could not judge
+
+    def not_exercised(self, run: Run, why: str, how: str) -> None:
+        """Record that ``run`` could not exercise what the check judges (the rest of the
+        check still counts; the verdict becomes INCOMPLETE unless waived)."""
+        self.untested.append(Untested(run.scenario.name, why, how))
 
     def run(self, name: str) -> Run:
         """The run of scenario ``name`` among those this check judges."""
@@ -48,6 +63,8 @@ class Check:
     scenarios: tuple[str, ...] | None = None  # None: every scenario of the selected roles
     roles: frozenset[str] = ALL_ROLES
     fix: str = ""  # how to fix a failure (docs/conformance.md says more)
+    rules: tuple[str, ...] = ()  # rule ids of docs/contract.md it enforces (e.g. "§3.6")
+    redis_part: str = ""  # what of the check only a Redis scenario observes
 
 
 def must(message: str, run: Run | None = None, evidence: str = "") -> Finding:

@@ -23,6 +23,18 @@ from baqup_agent.conformance.schemas import bus_message_errors
 from baqup_agent.contract import ExitCode
 
 HEARTBEAT_SLACK = 0.5  # seconds a gap may exceed the TTL by (scheduling on a loaded machine)
+KEY_TTL_SLACK_MS = 100  # PX rounding and the time between SET and the suite's PTTL
+
+
+def expected_ttl(run: Run, interval: float) -> float:
+    """BAQUP_HEARTBEAT_TTL as the run set it, else its documented default (config.json's
+    description: three intervals; the schema has no default keyword for it)."""
+    try:
+        return float(run.env["BAQUP_HEARTBEAT_TTL"])
+    except (KeyError, ValueError):
+        return 3 * interval
+
+
 _AGENT_TYPES = ("state_change", "heartbeat", "progress", "result")
 
 
@@ -62,6 +74,9 @@ def _message_problems(run: Run, agent_id: str) -> Iterator[Finding]:
                 problems += bus_message_errors(m.data)
             if m.data.get("job_id") != run.job_id:
                 problems.append(f"job_id {m.data.get('job_id')!r}, expected {run.job_id!r}")
+            stamp = m.data.get("timestamp")
+            if isinstance(stamp, str) and not stamp.endswith("Z"):
+                problems.append(f"timestamp {stamp!r} is not UTC written with Z (§3.2)")
             if m.data.get("agent_id") != agent_id:
                 problems.append(f"agent_id {m.data.get('agent_id')!r}, expected {agent_id!r}")
             msg_id, seq = str(m.data.get("id")), m.data.get("seq")
@@ -96,8 +111,13 @@ def heartbeats(inp: CheckInput) -> Iterator[Finding]:
             yield must(
                 f"interval_seconds {declared!r} but BAQUP_HEARTBEAT_INTERVAL is {interval:g}", run
             )
-        ttl = first.get("ttl_seconds")
-        ttl = ttl if isinstance(ttl, (int, float)) and ttl > 0 else 3 * interval
+        ttl = expected_ttl(run, interval)
+        declared_ttl = [b.data.get("ttl_seconds") for b in beats if b.data is not None]
+        wrong = [t for t in declared_ttl if not isinstance(t, (int, float)) or abs(t - ttl) > 1e-6]
+        if wrong:
+            setting = run.env.get("BAQUP_HEARTBEAT_TTL", "unset: three intervals")
+            text = f"ttl_seconds {wrong[0]!r}, expected {ttl:g} (BAQUP_HEARTBEAT_TTL {setting})"
+            yield must(text, run)
         yield from _gaps(run, beats, interval, ttl)
         if run.bus == "redis":
             yield from _ttl_key(run, beats, interval, ttl)
@@ -147,8 +167,12 @@ def _ttl_key(run: Run, beats: list[Message], interval: float, ttl: float) -> Ite
     if any(pttl == -1 for _, pttl, _ in samples):
         yield must("the heartbeat key has no TTL: a dead agent would never expire", run)
     longest = max(pttl for _, pttl, _ in samples)
-    if longest > ttl * 1000 + 100:
-        yield should(f"the heartbeat key's TTL ({longest} ms) exceeds ttl_seconds ({ttl:g})", run)
+    if longest > ttl * 1000 + KEY_TTL_SLACK_MS:
+        yield must(
+            f"the heartbeat key's TTL ({longest} ms) exceeds ttl_seconds ({ttl:g} s): a dead "
+            "agent would look alive for longer than the configuration says",
+            run,
+        )
     redis_beats = sum(1 for b in beats if b.source == "redis")
     values = {v for _, _, v in samples}
     running_for = (samples[-1][0] - samples[0][0]) if len(samples) > 1 else 0.0

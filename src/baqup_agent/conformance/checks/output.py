@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import os
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,9 +17,9 @@ from baqup_agent.conformance.checks._base import (
     exit_text,
     must,
     note,
-    should,
 )
 from baqup_agent.conformance.fixture import compare_trees
+from baqup_agent.conformance.hostile import outside_changes
 from baqup_agent.conformance.observed import Run
 from baqup_agent.conformance.report import Finding, Level
 from baqup_agent.conformance.runner import expand
@@ -35,6 +37,98 @@ def atomic_publication(inp: CheckInput) -> Iterator[Finding]:
             yield must(problem[0], run, problem[1])
         if run.published_after and run.staging_left:
             yield must(f".staging/{run.job_id} left behind after publication", run)
+
+
+def stray_entries(run: Run) -> list[str]:
+    """What the run left in its staging root besides what the contract lets it write:
+    ``.staging/JOB_ID/``, the output ``JOB_ID/``, the lock ``.staging/.locks/JOB_ID``
+    and the spool (``.spool/`` by default)."""
+    allowed_dirs = {".staging", ".staging/.locks"}
+    allowed_trees = {run.job_id, f".staging/{run.job_id}", f".staging/.locks/{run.job_id}"}
+    spool_root = run.spool.parent
+    out = []
+    for dirpath, dirnames, filenames in os.walk(run.staging):
+        base = Path(dirpath)
+        for name in [*dirnames, *filenames]:
+            path = base / name
+            rel = path.relative_to(run.staging).as_posix()
+            if rel in allowed_trees or path == spool_root or spool_root in path.parents:
+                if name in dirnames:
+                    dirnames.remove(name)  # not walked: the contract's own places
+                continue
+            if rel not in allowed_dirs or not path.is_dir():
+                out.append(rel)
+    return sorted(out)
+
+
+_WRITES = ("create", "modify", "close-write", "moved-to")
+
+
+def staging_writes(inp: CheckInput) -> Iterator[Finding]:
+    """Inside the staging root, seen as it happened (inotify): the artifacts are complete
+    before the manifest is written, the manifest is last, and nothing is written outside
+    ``.staging/JOB_ID/``, the output, the lock file and the spool. Without inotify (not
+    Linux), the final tree only."""
+    for run in inp.runs:
+        stray = stray_entries(run)
+        if stray:
+            yield must(
+                "left in the staging root outside .staging/JOB_ID, the output, the lock "
+                "file and the spool",
+                run,
+                ", ".join(stray[:5]),
+            )
+        if run.staging_events is None:
+            yield note("inotify is not available here: only the final tree was judged", run)
+            continue
+        if run.staging_events_overflowed:
+            yield note("the inotify queue overflowed: some writes were not seen", run)
+        work = f".staging/{run.job_id}/"
+        manifest = work + MANIFEST
+        manifest_seen = False
+        outside: list[str] = []
+        after: list[str] = []
+        for event in run.staging_events:
+            # "listed": there when its directory began to be watched, so written before
+            if event.kind not in _WRITES and event.kind != "listed":
+                continue
+            if not _allowed(run, event.path):
+                outside.append(f"{event.kind} {event.path}")
+            elif event.path == manifest:
+                manifest_seen = True
+            elif (
+                manifest_seen
+                and event.kind != "listed"
+                and event.path.startswith(work)
+                and not event.is_dir
+            ):
+                after.append(f"{event.kind} {event.path.removeprefix(work)}")
+        if outside and not stray:
+            yield must(
+                "written in the staging root outside .staging/JOB_ID, the output, the lock "
+                "file and the spool (and removed before the end)",
+                run,
+                ", ".join(outside[:5]),
+            )
+        if after:
+            yield must(
+                f"written in .staging/{run.job_id}/ after {MANIFEST}: the manifest must come "
+                "last, once every artifact is complete",
+                run,
+                ", ".join(after[:5]),
+            )
+
+
+def _allowed(run: Run, rel: str) -> bool:
+    spool = run.spool.parent
+    with contextlib.suppress(ValueError):
+        spool_rel = spool.relative_to(run.staging).as_posix()
+        if rel == spool_rel or rel.startswith(spool_rel + "/"):
+            return True
+    places = (run.job_id, f".staging/{run.job_id}", f".staging/.locks/{run.job_id}")
+    return rel in (".staging", ".staging/.locks") or any(
+        rel == p or rel.startswith(p + "/") for p in places
+    )
 
 
 def _first_partial_view(run: Run) -> tuple[str, str] | None:
@@ -147,7 +241,7 @@ def output_permissions(inp: CheckInput) -> Iterator[Finding]:
             mode = path.lstat().st_mode & 0o777
             if mode & 0o004:
                 rel = path.relative_to(run.staging).as_posix()
-                yield should(f"{rel} is world-readable (mode {mode:o})", run)
+                yield must(f"{rel} is world-readable (mode {mode:o})", run)
                 break
 
 
@@ -179,9 +273,23 @@ def restore_verifies(inp: CheckInput) -> Iterator[Finding]:
         )
     written = sorted(p.relative_to(run.target).as_posix() for p in run.target.rglob("*"))
     if written:
-        yield should(
+        yield must(
             "the restore wrote into the target before verifying checksums", run, str(written[:5])
         )
+
+
+def restore_hostile(inp: CheckInput) -> Iterator[Finding]:
+    """A restore of an archive whose entries try to escape the target exits 65 and writes
+    nothing outside the target."""
+    run = _restore_run(inp, "restore-hostile")
+    if run.exit_code != int(ExitCode.DATA_ERROR):
+        yield must(
+            f"{exit_text(run.exit_code)} restoring an archive with entries escaping the target "
+            "(.., absolute, symlink out, hard link out); expected 65 (DATA_ERROR)",
+            run,
+        )
+    for change in outside_changes(run.workdir / "outside"):
+        yield must(f"the restore wrote outside its target: {change}", run)
 
 
 def _restore_run(inp: CheckInput, name: str) -> Run:

@@ -64,7 +64,7 @@ def exit_codes(inp: CheckInput) -> Iterator[Finding]:
         if reported in _TAXONOMY and isinstance(reported, int):
             expected = EXIT_CODES[ExitCode(reported)].retryable
             if result.get("retryable") is not expected:
-                yield should(
+                yield must(
                     f"retryable is {result.get('retryable')} for exit_code {reported}; "
                     f"the taxonomy says {expected}",
                     run,
@@ -86,6 +86,9 @@ def log_records(inp: CheckInput) -> Iterator[Finding]:
                     yield must(f"stderr line {number}: {problem}", run, line)
         if bad > 3:
             yield must(f"{bad - 3} more invalid log lines", run)
+        on_stdout = [line for line in run.stdout if _is_log_record(line)]
+        if on_stdout:
+            yield must("a log record on stdout: logs go to stderr only", run, on_stdout[0])
         if run.scenario.is_job and not any(line.strip() for line in run.stderr):
             yield should("the agent wrote no log line at all", run)
 
@@ -131,11 +134,27 @@ def bad_config(inp: CheckInput) -> Iterator[Finding]:
                 "\n".join(run.stderr[-3:]),
             )
         elif not any(variable in line for line in errors):
-            yield should(f"the error log line does not name {variable}", run, errors[0])
+            yield must(f"the error log line does not name {variable}", run, errors[0])
+        if run.messages:
+            kinds = sorted({str(m.type) for m in run.messages})
+            yield must(
+                f"{len(run.messages)} bus message(s) ({', '.join(kinds)}) despite the invalid "
+                "config: the job never began, nothing may be sent",
+                run,
+                run.messages[0].raw,
+            )
         if run.snapshots or run.published_after or run.staging_seen:
             yield must("the agent staged or published output despite the invalid config", run)
         if run.running_seen_at is not None:
             yield must("the agent reported running despite the invalid config", run)
+
+
+def _is_log_record(line: str) -> bool:
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return False
+    return isinstance(record, dict) and {"level", "message"} <= record.keys()
 
 
 def _is_error_record(line: str) -> bool:

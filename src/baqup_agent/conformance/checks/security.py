@@ -14,7 +14,7 @@ from baqup_agent.conformance.report import Finding
 
 def secrets(inp: CheckInput) -> Iterator[Finding]:
     """No canary, in any spelling, in logs, messages, Redis, output names or contents."""
-    scanner = CanaryScanner(inp.ctx.canaries)
+    scanner = CanaryScanner({**inp.ctx.canaries, **inp.ctx.real_secrets})
     seen: set[tuple[str, str, str]] = set()
     for run in inp.runs:
         leaks = scanner.scan_text("\n".join(run.stderr), "stderr")

@@ -20,6 +20,17 @@ _EXPORTS: dict[str, str] = {
     "ChecksumAlgorithm": "common",
     "Common": "common",
     "Compression": "common",
+    "ConformanceCheck": "conformance_report",
+    "ConformanceCheckStatus": "conformance_report",
+    "ConformanceCounts": "conformance_report",
+    "ConformanceFinding": "conformance_report",
+    "ConformanceFindingLevel": "conformance_report",
+    "ConformanceReport": "conformance_report",
+    "ConformanceRole": "conformance_report",
+    "ConformanceRuleId": "conformance_report",
+    "ConformanceScenario": "conformance_report",
+    "ConformanceUntested": "conformance_report",
+    "ConformanceVerdict": "conformance_report",
     "ExceptionInfo": "log_record",
     "ExitCode": "exit_code",
     "Heartbeat": "bus_message",
@@ -46,6 +57,17 @@ __all__ = [
     "ChecksumAlgorithm",
     "Common",
     "Compression",
+    "ConformanceCheck",
+    "ConformanceCheckStatus",
+    "ConformanceCounts",
+    "ConformanceFinding",
+    "ConformanceFindingLevel",
+    "ConformanceReport",
+    "ConformanceRole",
+    "ConformanceRuleId",
+    "ConformanceScenario",
+    "ConformanceUntested",
+    "ConformanceVerdict",
     "ExceptionInfo",
     "ExitCode",
     "Heartbeat",
@@ -69,6 +91,7 @@ if TYPE_CHECKING:
     from .bus_message import BusMessage, Cancel, Heartbeat, HeartbeatIntent, ProgressUpdate, Result, ResultStatus, StateChange
     from .common import ChecksumAlgorithm, Common, Compression, LogFormat, Progress, Role
     from .config import BaseConfig
+    from .conformance_report import ConformanceCheck, ConformanceCheckStatus, ConformanceCounts, ConformanceFinding, ConformanceFindingLevel, ConformanceReport, ConformanceRole, ConformanceRuleId, ConformanceScenario, ConformanceUntested, ConformanceVerdict
     from .exit_code import ExitCode
     from .log_level import LogLevel, LogLevelName
     from .log_record import ExceptionInfo, LogRecord

@@ -11,11 +11,11 @@ schemas name them with ``customTypePath``.
 from __future__ import annotations
 
 import re
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Annotated, Any
 from uuid import UUID
 
-from pydantic import AwareDatetime, BeforeValidator, Strict
+from pydantic import AfterValidator, AwareDatetime, BeforeValidator, Strict
 
 
 def _text_or(python_type: type, pattern: str, what: str) -> BeforeValidator:
@@ -55,3 +55,22 @@ Timestamp = Annotated[
     ),
 ]
 """common.json#/$defs/Timestamp: format date-time."""
+
+
+def _utc(value: datetime) -> datetime:
+    if value.utcoffset() != timedelta(0):
+        raise ValueError("Input should be a date-time in UTC")
+    return value
+
+
+UtcTimestamp = Annotated[
+    AwareDatetime,
+    Strict(False),
+    _text_or(
+        datetime,
+        r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?Z\Z",
+        "an RFC 3339 date-time in UTC with Z",
+    ),
+    AfterValidator(_utc),
+]
+"""common.json#/$defs/UtcTimestamp: format date-time ending in Z (bus messages)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 from enum import Enum
 from typing import Annotated, Any, Literal
 
+from baqup_agent.contract._types import UtcTimestamp
 from baqup_schema._base import ContractModel
 from baqup_schema.contract._types import MessageId, Timestamp
 from pydantic import ConfigDict, Field, RootModel
@@ -75,11 +76,11 @@ class StateChange(ContractModel):
     Identifier of one agent instance (for example the container name).
     """
     timestamp: Annotated[
-        Timestamp,
-        Field(examples=["2026-11-27T10:00:00Z", "2026-11-27T11:00:00.250+01:00"]),
+        UtcTimestamp,
+        Field(examples=["2026-11-27T10:00:00Z", "2026-11-27T10:00:00.250Z"]),
     ]
     """
-    RFC 3339 date-time; producers write UTC with a Z suffix. Validators MUST assert this format (draft 2020-12 makes format an annotation unless asked).
+    A Timestamp in UTC written with Z (not a numeric offset, not a lower-case z), as every agent-to-controller message carries (contract §3.2); a cancel from the controller is read with any offset.
     """
     from_state: agent_state.AgentState | None = None
     to_state: agent_state.AgentState
@@ -118,11 +119,11 @@ class Heartbeat(ContractModel):
     Identifier of one agent instance (for example the container name).
     """
     timestamp: Annotated[
-        Timestamp,
-        Field(examples=["2026-11-27T10:00:00Z", "2026-11-27T11:00:00.250+01:00"]),
+        UtcTimestamp,
+        Field(examples=["2026-11-27T10:00:00Z", "2026-11-27T10:00:00.250Z"]),
     ]
     """
-    RFC 3339 date-time; producers write UTC with a Z suffix. Validators MUST assert this format (draft 2020-12 makes format an annotation unless asked).
+    A Timestamp in UTC written with Z (not a numeric offset, not a lower-case z), as every agent-to-controller message carries (contract §3.2); a cancel from the controller is read with any offset.
     """
     state: agent_state.AgentState
     intent: HeartbeatIntent
@@ -167,11 +168,11 @@ class ProgressUpdate(ContractModel):
     Identifier of one agent instance (for example the container name).
     """
     timestamp: Annotated[
-        Timestamp,
-        Field(examples=["2026-11-27T10:00:00Z", "2026-11-27T11:00:00.250+01:00"]),
+        UtcTimestamp,
+        Field(examples=["2026-11-27T10:00:00Z", "2026-11-27T10:00:00.250Z"]),
     ]
     """
-    RFC 3339 date-time; producers write UTC with a Z suffix. Validators MUST assert this format (draft 2020-12 makes format an annotation unless asked).
+    A Timestamp in UTC written with Z (not a numeric offset, not a lower-case z), as every agent-to-controller message carries (contract §3.2); a cancel from the controller is read with any offset.
     """
     progress: common.Progress
     message: Annotated[str | None, Field(max_length=4096)] = None
@@ -209,11 +210,11 @@ class Result(ContractModel):
     Identifier of one agent instance (for example the container name).
     """
     timestamp: Annotated[
-        Timestamp,
-        Field(examples=["2026-11-27T10:00:00Z", "2026-11-27T11:00:00.250+01:00"]),
+        UtcTimestamp,
+        Field(examples=["2026-11-27T10:00:00Z", "2026-11-27T10:00:00.250Z"]),
     ]
     """
-    RFC 3339 date-time; producers write UTC with a Z suffix. Validators MUST assert this format (draft 2020-12 makes format an annotation unless asked).
+    A Timestamp in UTC written with Z (not a numeric offset, not a lower-case z), as every agent-to-controller message carries (contract §3.2); a cancel from the controller is read with any offset.
     """
     status: ResultStatus
     exit_code: exit_code_1.ExitCode
