@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+SCHEMA_DIST = ROOT / "packages" / "baqup-schema"
 _LOWER = re.compile(r"^([A-Za-z0-9_.\-\[\]]+)\s*>=\s*([^,;\s]+)")
 
 # Runs inside VENV: the job's events and result, read with the redis-py under test.
@@ -38,24 +39,37 @@ print("lowest-deps smoke: result", result["status"], "after", len(events), "even
 """
 
 
-def lower_bounds() -> list[str]:
-    """``name==lower`` for every runtime dependency; each must declare ``>=``."""
-    text = (ROOT / "pyproject.toml").read_text()
+def _specs(pyproject: Path) -> list[str]:
+    text = pyproject.read_text()
     try:
         import tomllib
     except ImportError:  # Python 3.10: the [project] dependencies list, by hand
         block = re.search(r"(?ms)^dependencies = \[(.*?)^\]", text)
-        assert block is not None, "no dependencies list in pyproject.toml"
-        specs = re.findall(r'^\s*"([^"]+)"', block[1], re.M)
-    else:
-        specs = tomllib.loads(text)["project"]["dependencies"]
-    pins = []
-    for spec in specs:
-        match = _LOWER.match(spec)
-        if match is None:
-            raise SystemExit(f"dependency {spec!r} declares no '>=' lower bound")
-        pins.append(f"{match[1]}=={match[2]}")
-    return pins
+        assert block is not None, f"no dependencies list in {pyproject}"
+        return re.findall(r'^\s*"([^"]+)"', block[1], re.M)
+    return list(tomllib.loads(text)["project"]["dependencies"])
+
+
+def lower_bounds() -> list[str]:
+    """``name==lower`` for every runtime dependency of both distributions (the highest
+    lower bound where both name one); each must declare ``>=``. baqup-schema itself is
+    this repository's, installed from its folder."""
+    lowest: dict[str, str] = {}
+    for pyproject in (SCHEMA_DIST / "pyproject.toml", ROOT / "pyproject.toml"):
+        for spec in _specs(pyproject):
+            if spec.startswith("baqup-schema"):
+                continue
+            match = _LOWER.match(spec)
+            if match is None:
+                raise SystemExit(f"dependency {spec!r} declares no '>=' lower bound")
+            name, version = match[1].lower(), match[2]
+            if name not in lowest or _key(version) > _key(lowest[name]):
+                lowest[name] = version
+    return [f"{name}=={version}" for name, version in sorted(lowest.items())]
+
+
+def _key(version: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in re.findall(r"\d+", version))
 
 
 def free_port() -> int:
@@ -70,7 +84,7 @@ def main(venv: Path) -> int:
     python = str(venv / "bin" / "python")
     pip = [python, "-m", "pip", "install", "--quiet"]
     subprocess.run([*pip, *pins], check=True)
-    subprocess.run([*pip, "--no-deps", "-e", str(ROOT)], check=True)
+    subprocess.run([*pip, "--no-deps", "-e", str(SCHEMA_DIST), "-e", str(ROOT)], check=True)
     print("lowest-deps smoke:", " ".join(pins), flush=True)
 
     port = free_port()
