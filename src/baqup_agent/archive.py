@@ -20,7 +20,7 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, cast
+from typing import IO, TYPE_CHECKING, NoReturn, cast
 
 from baqup_agent.errors import DataError
 from baqup_agent.paths import PATH_MAX, relative_parts
@@ -33,6 +33,22 @@ _DIR_CACHE = 16  # open directory fds kept between members (archives list a dir'
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 # errnos that mean "this name cannot be created safely": the archive's fault, not the disk's
 _NAME_ERRNOS = {errno.ELOOP, errno.ENOTDIR, errno.ENAMETOOLONG, errno.EEXIST, errno.EISDIR}
+# tarfile reads an extended header (PAX records, GNU long name or link name) whole into
+# memory, and parses it in several copies: a tiny compressed artifact could carry
+# gigabytes of it. Ours hold a path and a few numbers; 1 MiB is far beyond any real one.
+MAX_EXTENDED_HEADER = 1 << 20
+# Extended headers before one member (PAX, long name, long link name: three in
+# practice); tarfile recurses once per header, so a chain is bounded too.
+_MAX_HEADER_CHAIN = 8
+_EXTENDED_TYPES = frozenset(
+    (
+        tarfile.XHDTYPE,
+        tarfile.XGLTYPE,
+        tarfile.SOLARIS_XHDTYPE,
+        tarfile.GNUTYPE_LONGNAME,
+        tarfile.GNUTYPE_LONGLINK,
+    )
+)
 
 
 @dataclass
@@ -109,10 +125,13 @@ def extract_tar(
     source = _Tail(fileobj)
     try:
         try:
-            with tarfile.open(fileobj=cast(IO[bytes], source), mode="r|") as tar:
+            with tarfile.open(
+                fileobj=cast(IO[bytes], source), mode="r|", tarinfo=_BoundedTarInfo
+            ) as tar:
                 while True:
                     if checkpoint is not None:
                         checkpoint()
+                    tar.__dict__[_CHAIN] = 0
                     member = tar.next()
                     if member is None:
                         break
@@ -135,6 +154,46 @@ def extract_tar(
     if logger is not None:
         logger.info("archive extracted", target=str(root), **asdict(extractor.stats))
     return extractor.stats
+
+
+_CHAIN = "_baqup_header_chain"  # extended headers read for the current member
+_GLOBAL = "_baqup_global_bytes"  # bytes of global PAX headers read so far
+
+
+class _BoundedTarInfo(tarfile.TarInfo):
+    """A ``TarInfo`` that refuses, before reading it, an extended header larger than
+    ``MAX_EXTENDED_HEADER``, a chain of them, global PAX headers that add up past the
+    cap, and sparse files (whose maps tarfile reads whole; ``create_tar`` never writes
+    one): memory stays bounded whatever an archive declares."""
+
+    def _proc_member(self, tar: tarfile.TarFile) -> tarfile.TarInfo:
+        if self.type in _EXTENDED_TYPES:
+            state = tar.__dict__
+            state[_CHAIN] = state.get(_CHAIN, 0) + 1
+            if self.type == tarfile.XGLTYPE:
+                state[_GLOBAL] = state.get(_GLOBAL, 0) + self.size
+            if (
+                self.size > MAX_EXTENDED_HEADER
+                or state[_CHAIN] > _MAX_HEADER_CHAIN
+                or state.get(_GLOBAL, 0) > MAX_EXTENDED_HEADER
+            ):
+                raise DataError(
+                    f"refused tar archive: extended headers larger than "
+                    f"{MAX_EXTENDED_HEADER} bytes or more than {_MAX_HEADER_CHAIN} in a row"
+                )
+        elif self.type == tarfile.GNUTYPE_SPARSE:
+            _refuse_sparse(self)
+        return cast(tarfile.TarInfo, super()._proc_member(tar))  # type: ignore[misc]
+
+    # the PAX sparse formats 0.0, 0.1 and 1.0 (1.0 reads its map from the data)
+    def _proc_gnusparse_00(self, member: tarfile.TarInfo, *_: object) -> None:
+        _refuse_sparse(member)
+
+    _proc_gnusparse_01 = _proc_gnusparse_10 = _proc_gnusparse_00
+
+
+def _refuse_sparse(member: tarfile.TarInfo) -> NoReturn:
+    raise DataError(f"refused entry {member.name!r}: sparse files are never extracted")
 
 
 class _Extractor:
