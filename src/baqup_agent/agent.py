@@ -340,6 +340,17 @@ class _Job:
         from baqup_agent.bus import BusClient
         from baqup_agent.heartbeat import HeartbeatThread
 
+        if self.role is Role.BACKUP or not self.config.get("BAQUP_SPOOL_DIR"):
+            from baqup_agent.errors import CantCreateOutput
+            from baqup_agent.staging import check_staging_dir
+
+            try:  # before the bus: its spool may live below the staging directory
+                check_staging_dir(self.config["BAQUP_STAGING_DIR"])
+            except CantCreateOutput as exc:
+                self.logger.fatal(
+                    "cannot use the staging directory", exc=exc, exit_code=exc.exit_code
+                )
+                return int(exc.exit_code)
         try:
             self.bus = BusClient(self.config, self.logger)
         except Exception as exc:  # no bus, so no report: the exit code is all there is
