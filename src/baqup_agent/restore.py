@@ -9,8 +9,9 @@ before it writes anything to its target.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import orjson
 from pydantic import ValidationError
@@ -91,6 +92,30 @@ class PublishedOutput:
         if strict:
             self._check_no_extras()
         self.verified = True
+
+    def checked_metadata(
+        self, schema: Mapping[str, Any] | str | os.PathLike[str]
+    ) -> dict[str, Any]:
+        """The manifest's ``source_metadata`` (``{}`` when absent), checked against
+        ``schema`` (a JSON Schema mapping or the path of a JSON file).
+
+        The manifest is input from outside: an agent validates the metadata it relies
+        on before using it. Raises ``DataError`` (exit 65) naming up to three problems.
+        """
+        import jsonschema
+
+        if not isinstance(schema, Mapping):
+            schema = orjson.loads(Path(schema).read_bytes())
+        metadata = self.manifest.source_metadata or {}
+        validator = jsonschema.Draft202012Validator(schema)
+        errors = sorted(validator.iter_errors(metadata), key=lambda e: list(e.path))
+        if errors:
+            problems = "; ".join(
+                f"{'/'.join(str(p) for p in e.absolute_path) or '(root)'}: {e.message}"
+                for e in errors[:3]
+            )
+            raise DataError(f"{self.path / MANIFEST_NAME}: invalid source_metadata: {problems}")
+        return dict(metadata)
 
     def artifact(self, filename: str) -> Artifact:
         """The manifest's entry for ``filename``; ``DataError`` when it lists none."""
