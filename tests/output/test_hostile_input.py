@@ -169,13 +169,11 @@ class CountingReader(io.RawIOBase):
 
     def readinto(self, buffer: Any) -> int:
         view = memoryview(buffer).cast("B")
-        n = len(view)
-        start = self.served
-        for i in range(n):  # header first, then filler
-            pos = start + i
-            view[i] = self._head[pos] if pos < len(self._head) else ord("a")
-        self.served += n
-        return n
+        head = self._head[self.served : self.served + len(view)]
+        view[: len(head)] = head
+        view[len(head) :] = b"a" * (len(view) - len(head))  # then filler
+        self.served += len(view)
+        return len(view)
 
 
 EXTENDED = [tarfile.XHDTYPE, tarfile.XGLTYPE, tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK]
@@ -190,9 +188,9 @@ def test_oversized_extended_header_is_refused_before_it_is_read(
     tmp_path_factory: pytest.TempPathFactory, kind: bytes, size: int
 ) -> None:
     stream = CountingReader(kind, size)
-    with pytest.raises(DataError, match="extended headers"):
+    with pytest.raises(DataError, match="extended header"):
         extract_tar(io.BufferedReader(stream, 1 << 16), tmp_path_factory.mktemp("x") / "t")
-    assert stream.served < 1 << 18  # a few reads, never the declared size
+    assert stream.served <= 2 << 20  # one read-ahead chunk, never the declared size
 
 
 @FUZZ
@@ -208,7 +206,7 @@ def test_extended_header_within_the_cap_is_parsed_not_refused_for_size(
     try:
         extract_tar(io.BytesIO(data), tmp_path_factory.mktemp("x") / "t")
     except DataError as exc:
-        assert "extended headers larger" not in str(exc)
+        assert "extended header of" not in str(exc)
 
 
 def test_a_chain_of_extended_headers_is_refused(tmp_path: Path) -> None:
