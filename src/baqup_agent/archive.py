@@ -708,59 +708,28 @@ class _TarWriter:
         self, name: str, kind: bytes, st: os.stat_result, *, size: int = 0, linkname: str = ""
     ) -> None:
         """Append the header of one entry (a PAX header first when a field needs one)."""
-        raw_name, raw_link = os.fsencode(name), os.fsencode(linkname)
-        mtime = int(st.st_mtime)
-        numbers = {"uid": st.st_uid, "gid": st.st_gid, "size": size, "mtime": mtime}
-        pax = [
-            _pax_record(key, b"%d" % value)
-            for key, value in numbers.items()
-            if not 0 <= value < _MAX_OCTAL[12 if key in ("size", "mtime") else 8]
-        ]
-        for key, value in (("path", raw_name), ("linkpath", raw_link)):
-            if len(value) > 100 or not value.isascii():
-                pax.append(_pax_record(key, value))
-        if pax:
-            try:
-                raw_name.decode() + raw_link.decode()
-            except UnicodeDecodeError:
-                # names that are not UTF-8 are stored as their bytes (POSIX hdrcharset)
-                pax.insert(0, _pax_record("hdrcharset", b"BINARY"))
-            records = b"".join(pax)
-            self._block(b"././@PaxHeader", _PAX, 0, 0, 0, len(records), 0, b"")
-            self._data(records)
-        self._block(
-            raw_name[:100],
-            kind,
-            stat.S_IMODE(st.st_mode),
-            st.st_uid,
-            st.st_gid,
-            size,
-            mtime,
-            raw_link[:100],
-        )
-
-    def _block(
-        self,
-        name: bytes,
-        kind: bytes,
-        mode: int,
-        uid: int,
-        gid: int,
-        size: int,
-        mtime: int,
-        linkname: bytes,
-    ) -> None:
+        raw_name = name.encode("utf-8", "surrogateescape")  # os.fsencode, without its checks
+        raw_link = linkname.encode("utf-8", "surrogateescape")
+        uid, gid, mtime = st.st_uid, st.st_gid, int(st.st_mtime)
+        if (
+            len(raw_name) > 100
+            or len(raw_link) > 100
+            or not (raw_name.isascii() and raw_link.isascii())
+            or not (0 <= uid < _MAX_OCTAL[8] and 0 <= gid < _MAX_OCTAL[8])
+            or not (size < _MAX_OCTAL[12] and 0 <= mtime < _MAX_OCTAL[12])
+        ):
+            self._pax(raw_name, raw_link, {"uid": uid, "gid": gid, "size": size, "mtime": mtime})
         block = bytearray(
             _HEADER.pack(
-                name,
-                b"%07o\0" % mode,
+                raw_name[:100],
+                b"%07o\0" % stat.S_IMODE(st.st_mode),
                 _octal(uid, 8),
                 _octal(gid, 8),
                 _octal(size, 12),
                 _octal(mtime, 12),
                 b"        ",
                 kind,
-                linkname,
+                raw_link[:100],
                 _USTAR,
                 b"00",
                 b"",
@@ -772,12 +741,28 @@ class _TarWriter:
         )
         block[148:156] = b"%06o\0 " % _checksum(block)
         self._buf += block
-        self._flush_if_full()
+        if len(self._buf) >= _COPY_SIZE:  # a tree of directories or links only
+            self._flush()
 
-    def _data(self, data: bytes) -> None:
+    def _pax(self, raw_name: bytes, raw_link: bytes, numbers: dict[str, int]) -> None:
+        """Append a PAX header with the fields the ustar header cannot hold."""
+        records = [
+            _pax_record(key, b"%d" % value)
+            for key, value in numbers.items()
+            if not 0 <= value < _MAX_OCTAL[12 if key in ("size", "mtime") else 8]
+        ]
+        for key, value in (("path", raw_name), ("linkpath", raw_link)):
+            if len(value) > 100 or not value.isascii():
+                records.append(_pax_record(key, value))
+        try:
+            raw_name.decode() + raw_link.decode()
+        except UnicodeDecodeError:
+            # names that are not UTF-8 are stored as their bytes (POSIX hdrcharset)
+            records.insert(0, _pax_record("hdrcharset", b"BINARY"))
+        data = b"".join(records)
+        self.header("././@PaxHeader", _PAX, _PAX_STAT, size=len(data))
         self._buf += data
         self._buf += bytes(-len(data) % BLOCK)
-        self._flush_if_full()
 
     def file_data(self, fd: int, size: int) -> bool:
         """Append ``size`` bytes of ``fd`` and the padding; True when the file had fewer
@@ -798,7 +783,8 @@ class _TarWriter:
             self._buf += data
             left -= len(data)
         self._buf += bytes(-size % BLOCK)
-        self._flush_if_full()
+        if len(self._buf) >= _COPY_SIZE:
+            self._flush()
         return short
 
     def close(self) -> None:
@@ -807,15 +793,15 @@ class _TarWriter:
         self._buf += bytes(-(self._written + len(self._buf)) % RECORD)
         self._flush()
 
-    def _flush_if_full(self) -> None:
-        if len(self._buf) >= _COPY_SIZE:
-            self._flush()
-
     def _flush(self) -> None:
         if self._buf:
             self._f.write(self._buf)
             self._written += len(self._buf)
             self._buf = bytearray()
+
+
+# what a PAX header's own ustar header says: a plain file, owned by nobody in particular
+_PAX_STAT = os.stat_result((0o644, 0, 0, 0, 0, 0, 0, 0, 0, 0))
 
 
 def _octal(value: int, width: int) -> bytes:
