@@ -607,6 +607,10 @@ def create_tar(
     return stats
 
 
+# an entry removed, or replaced by a symlink or a non-directory, since its stat
+_CHANGED_ERRNOS = (errno.ENOENT, errno.ENOTDIR, errno.ELOOP)
+
+
 def _walk(base: Path) -> Iterator[tuple[str, os.stat_result, int, str]]:
     """(archive name, lstat, parent directory fd, entry name) of every entry below
     ``base``, sorted, depth first, without following links. Entries that vanish
@@ -631,8 +635,8 @@ def _walk(base: Path) -> Iterator[tuple[str, os.stat_result, int, str]]:
                 for entry_name in reversed(subdirs):
                     try:
                         child = os.open(entry_name, _DIR_FLAGS, dir_fd=fd)
-                    except (FileNotFoundError, NotADirectoryError, OSError) as exc:
-                        if exc.errno not in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP):
+                    except OSError as exc:
+                        if exc.errno not in _CHANGED_ERRNOS:
                             raise
                         continue  # replaced since its stat: its entry was written already
                     stack.append((child, prefix + entry_name + "/"))
@@ -678,8 +682,10 @@ def _add(
         flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
         try:
             fd = os.open(entry, flags, dir_fd=dir_fd)
-        except FileNotFoundError:
-            _skip(stats, logger, "entry vanished during backup", name)
+        except OSError as exc:
+            if exc.errno not in _CHANGED_ERRNOS:
+                raise
+            _skip(stats, logger, "entry vanished or was replaced during backup", name)
             return
         try:
             out.header(name, _REGULAR, st, size=st.st_size)

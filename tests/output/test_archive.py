@@ -396,3 +396,34 @@ def test_extraction_checkpoint_is_called_per_entry(sandbox: Path) -> None:
         checkpoint=lambda: calls.append(1),
     )
     assert len(calls) == 3  # before each entry and before the end
+
+
+@pytest.mark.parametrize("kind", ["file", "directory"])
+def test_create_tar_never_follows_an_entry_swapped_for_a_symlink(tmp_path: Path, kind: str) -> None:
+    """An entry replaced by a symlink to outside data between its stat and its read is
+    neither read through nor entered: skipped (a file) or left empty (a directory)."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret").write_bytes(b"outside data")
+    source = tmp_path / "source"
+    source.mkdir()
+    victim = source / "v"
+    if kind == "file":
+        victim.write_bytes(b"inside")
+    else:
+        victim.mkdir()
+
+    def swap() -> None:
+        if victim.is_symlink():
+            return
+        if kind == "file":
+            victim.unlink()
+            victim.symlink_to(outside / "secret")
+        else:
+            victim.rmdir()
+            victim.symlink_to(outside)
+
+    buffer = io.BytesIO()
+    stats = create_tar(buffer, source, checkpoint=swap)
+    assert b"outside data" not in buffer.getvalue()
+    assert stats.files == 0 and stats.skipped == (kind == "file")
