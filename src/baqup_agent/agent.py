@@ -340,7 +340,12 @@ class _Job:
         from baqup_agent.bus import BusClient
         from baqup_agent.heartbeat import HeartbeatThread
 
-        if self.role is Role.BACKUP or not self.config.get("BAQUP_SPOOL_DIR"):
+        # A backup stages there; a restore only writes there when the bus is the spool
+        # (no Redis) and the spool lives there (the default).
+        spool_is_bus_in_staging = not (
+            self.config.get("BAQUP_REDIS_URL") or self.config.get("BAQUP_SPOOL_DIR")
+        )
+        if self.role is Role.BACKUP or spool_is_bus_in_staging:
             from baqup_agent.errors import CantCreateOutput
             from baqup_agent.staging import check_staging_dir
 
