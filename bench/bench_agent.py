@@ -1,12 +1,14 @@
-"""The example filesystem agent backing up a directory, against the shell pipeline.
+"""The example filesystem agent backing up and restoring a directory, against the shell
+pipelines.
 
-Peer, same machine, same run: ``tar -cf - DIR | zstd -1 -T0 > OUT && openssl dgst
--sha256 OUT`` (archive, compress, then checksum: what the agent does in one pass).
+Peers, same machine, same run: ``tar -cf - DIR | zstd -1 -T0 > OUT && openssl dgst
+-sha256 OUT`` (archive, compress, then checksum: what the agent does in one pass) and
+``openssl dgst -sha256 OUT && zstd -dc OUT | tar -xf -`` (verify, then extract).
 The agent runs as a real process (``python examples/filesystem_agent/agent.py``, zstd
 level 1, every core), interpreter start-up and configuration included, as the
-pipeline's start-up is. Targets: wall time at most 1.0x the pipeline's; peak RSS of
-the agent process under 100 MiB, and within 10% between a SIZE and a 4 x SIZE tree
-(constant memory).
+pipeline's start-up is. Targets: wall time at most 1.0x the pipeline's, both ways;
+peak RSS of the agent process (backup or restore) under 100 MiB, and within 10%
+between a SIZE and a 4 x SIZE tree (constant memory).
 
 Environment: BENCH_SIZE_MB (default 1024; half incompressible random bytes, half
 text), BENCH_RSS_SCALE (default 4; 0 skips the bigger tree), BENCH_REPEAT (default 5:
@@ -112,26 +114,62 @@ def run_pipeline(source: Path, out: Path) -> float:
     return elapsed
 
 
-def run_agent(source: Path, staging: Path, job_id: str) -> tuple[float, int]:
-    """(seconds, peak RSS in bytes) of one agent backup process."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BAQUP_")}
-    env.update(
+def run_agent(source: Path, staging: Path, job_id: str, keep: bool = False) -> tuple[float, int]:
+    """(seconds, peak RSS in bytes) of one agent backup process; its output is removed
+    unless ``keep``."""
+    elapsed, peak = run_job(
+        staging.parent / f"{job_id}.hwm",
         BAQUP_JOB_ID=job_id,
-        BAQUP_AGENT_ID="bench",
         BAQUP_ROLE="backup",
         BAQUP_STAGING_DIR=str(staging),
         BAQUP_FS_SOURCE=str(source),
         BAQUP_FS_ZSTD_LEVEL="1",
         BAQUP_FS_THREADS="-1",
-        BAQUP_LOG_LEVEL="WARN",
     )
-    hwm = staging.parent / f"{job_id}.hwm"
+    if not keep:
+        shutil.rmtree(staging / job_id)
+    return elapsed, peak
+
+
+def run_restore(output: Path, target: Path, staging: Path) -> tuple[float, int]:
+    """(seconds, peak RSS in bytes) of one agent restore of ``output`` into ``target``
+    (removed afterwards, outside the timing)."""
+    result = run_job(
+        staging.parent / "restore.hwm",
+        BAQUP_JOB_ID="bench-restore",
+        BAQUP_ROLE="restore",
+        BAQUP_STAGING_DIR=str(staging),
+        BAQUP_RESTORE_SOURCE=str(output),
+        BAQUP_FS_TARGET=str(target),
+    )
+    shutil.rmtree(target)
+    return result
+
+
+def run_restore_pipeline(artifact: Path, target: Path) -> float:
+    """Seconds of ``openssl dgst -sha256 ART && zstd -dc ART | tar -xf - -C target``
+    (verify, then extract: what the agent does); the target is removed afterwards."""
+    target.mkdir(parents=True)
+    command = (
+        f"openssl dgst -sha256 {artifact} > /dev/null "
+        f"&& zstd -q -dc {artifact} | tar -xf - -C {target}"
+    )
+    t0 = time.perf_counter()
+    subprocess.run(["bash", "-o", "pipefail", "-c", command], check=True)
+    elapsed = time.perf_counter() - t0
+    shutil.rmtree(target)
+    return elapsed
+
+
+def run_job(hwm: Path, **job: str) -> tuple[float, int]:
+    """(seconds, peak RSS in bytes) of one agent process with the ``BAQUP_*`` of ``job``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BAQUP_")}
+    env.update(BAQUP_AGENT_ID="bench", BAQUP_LOG_LEVEL="WARN", **job)
     t0 = time.perf_counter()
     proc = subprocess.run([sys.executable, "-c", _PEAK_RSS, str(AGENT), str(hwm)], env=env)
     elapsed = time.perf_counter() - t0
     if proc.returncode != 0:
         raise RuntimeError(f"the agent exited {proc.returncode}")
-    shutil.rmtree(staging / job_id)
     peak = int(hwm.read_text())
     hwm.unlink()
     return elapsed, peak
@@ -196,6 +234,26 @@ def main() -> int:
             f"agent {agent:.2f} s, pipeline {pipeline:.2f} s, best of {repeat}, "
             f"load {os.getloadavg()[0]:.1f}",
         )
+        output = staging / "bench-keep"
+        run_agent(source, staging, output.name, keep=True)
+        artifact = output / "files.tar.zst"
+        pipeline, agent = float("inf"), float("inf")
+        for _ in range(repeat):
+            pipeline = min(pipeline, run_restore_pipeline(artifact, WORK / "peer-target"))
+            seconds, peak = run_restore(output, WORK / "target", staging)
+            agent, rss = min(agent, seconds), max(rss, peak)
+        ratio = agent / pipeline
+        passed = ratio <= 1.0
+        missed += not passed
+        row(
+            f"fs agent restore {size_mb} MiB vs openssl;zstd|tar",
+            ratio,
+            "<= 1.0",
+            passed,
+            f"agent {agent:.2f} s, pipeline {pipeline:.2f} s, best of {repeat}, "
+            f"load {os.getloadavg()[0]:.1f}",
+        )
+        shutil.rmtree(output)
         passed = rss < RSS_LIMIT_MIB << 20
         missed += not passed
         row(

@@ -20,6 +20,7 @@ from baqup_agent import Agent, ResourceUnavailable
 from baqup_agent.agent import Context
 
 ARTIFACT = "files.tar.zst"
+METADATA_SCHEMA = Path(__file__).with_name("source-metadata-schema.json")
 
 
 def tree_size(root: Path) -> tuple[int, int]:
@@ -60,7 +61,7 @@ class FilesystemAgent(Agent):
 
     def restore(self, ctx: Context) -> None:
         target = Path(ctx.config["BAQUP_FS_TARGET"])
-        meta = ctx.source.manifest.source_metadata or {}
+        meta = ctx.source.checked_metadata(METADATA_SCHEMA)  # wrong types: DataError, 65
         entries = sum(
             meta.get(kind, 0) for kind in ("files", "directories", "symlinks", "hardlinks")
         )

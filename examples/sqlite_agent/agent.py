@@ -22,6 +22,7 @@ from baqup_agent import Agent, CantCreateOutput, DataError, ResourceUnavailable
 from baqup_agent.agent import Context
 
 ARTIFACT = "database.sqlite.zst"
+METADATA_SCHEMA = Path(__file__).with_name("source-metadata-schema.json")
 COPY_BUFFER = 1 << 20
 
 
@@ -113,6 +114,8 @@ class SqliteAgent(Agent):
             )
         target.parent.mkdir(parents=True, exist_ok=True)
         partial = target.with_name(f".{target.name}.restore-{ctx.job_id}")
+        meta = ctx.source.checked_metadata(METADATA_SCHEMA)  # wrong types: DataError, 65
+        ctx.set_totals(bytes=meta["page_size"] * meta["page_count"])
         try:
             with ctx.open_artifact(ARTIFACT) as src, open(partial, "wb") as dst:
                 shutil.copyfileobj(src, dst, COPY_BUFFER)

@@ -437,6 +437,22 @@ class _Job:
         """Set up ``self.bus``; the exit code when that fails (None when it worked)."""
         from baqup_agent.bus import BusClient
 
+        # A backup stages there; a restore only writes there when the bus is the spool
+        # (no Redis) and the spool lives there (the default).
+        spool_is_bus_in_staging = not (
+            self.config.get("BAQUP_REDIS_URL") or self.config.get("BAQUP_SPOOL_DIR")
+        )
+        if self.role is Role.BACKUP or spool_is_bus_in_staging:
+            from baqup_agent.errors import CantCreateOutput
+            from baqup_agent.staging import check_staging_dir
+
+            try:  # before the bus: its spool may live below the staging directory
+                check_staging_dir(self.config["BAQUP_STAGING_DIR"])
+            except CantCreateOutput as exc:
+                self.logger.fatal(
+                    "cannot use the staging directory", exc=exc, exit_code=exc.exit_code
+                )
+                return int(exc.exit_code)
         try:
             self.bus = BusClient(self.config, self.logger)
         except Exception as exc:  # no bus, so no report: the exit code is all there is

@@ -22,10 +22,12 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, BinaryIO, NoReturn, Protocol, cast
+from typing import IO, TYPE_CHECKING, Any, BinaryIO, NoReturn, Protocol, cast
 
 from baqup_agent.checksum import DEFAULT_ALGORITHM, Hasher, new_hash
 from baqup_agent.contract import Artifact, ChecksumAlgorithm, Compression
+from baqup_agent.errors import DataError
+from baqup_agent.paths import open_regular
 
 if TYPE_CHECKING:
     from baqup_agent.progress import ProgressCounter
@@ -418,22 +420,180 @@ def _writeback_function() -> Callable[[int, int, int], None] | None:
 
 
 def open_decompressed(path: str | os.PathLike[str], compression: str | None) -> BinaryIO:
-    """A streaming reader of the artifact at ``path`` that undoes ``compression``."""
+    """A streaming reader of the artifact at ``path`` that undoes ``compression``.
+
+    ``path`` must be a regular file (``paths.open_regular``: never a blocking open).
+    Every way the stored bytes can fail to decode (a flipped byte, a frame of another
+    format, a stream cut at any point) raises ``DataError`` (exit 65) from ``read``;
+    the decompressed output is read in bounded pieces whatever the ratio.
+    """
     codec = Compression(compression) if compression else Compression.NONE
-    if codec is Compression.NONE:
-        return open(path, "rb")
-    if codec is Compression.GZIP:
-        import gzip
-
-        return cast(BinaryIO, gzip.open(path, "rb"))
-    import zstandard
-
-    raw = open(path, "rb")  # noqa: SIM115 - closed by the reader (closefd)
+    raw = open(open_regular(path), "rb", buffering=0)  # noqa: SIM115 - closed by the reader
     try:
-        reader = zstandard.ZstdDecompressor().stream_reader(
-            raw, read_size=_BUFFER_SIZE, read_across_frames=True, closefd=True
-        )
+        if codec is Compression.NONE:
+            return cast(BinaryIO, io.BufferedReader(raw, buffer_size=_BUFFER_SIZE))
+        if codec is Compression.GZIP:
+            import gzip
+            import zlib
+
+            decoder: io.RawIOBase = cast(io.RawIOBase, gzip.GzipFile(fileobj=raw, mode="rb"))
+            # what gzip raises for a bad header, bad deflate data, a cut stream
+            errors: tuple[type[BaseException], ...] = (gzip.BadGzipFile, zlib.error, EOFError)
+            frames = None
+        else:
+            import zstandard
+
+            errors = (zstandard.ZstdError,)
+            frames = _ZstdFrames(raw)
+            decoder = cast(
+                io.RawIOBase,
+                zstandard.ZstdDecompressor().stream_reader(
+                    cast(IO[bytes], frames),
+                    read_size=_BUFFER_SIZE,
+                    read_across_frames=True,
+                    closefd=False,
+                ),
+            )
     except BaseException:
         raw.close()
         raise
-    return cast(BinaryIO, io.BufferedReader(reader, buffer_size=_BUFFER_SIZE))
+    return cast(
+        BinaryIO,
+        io.BufferedReader(
+            _Decoded(decoder, raw, errors, frames, str(path)), buffer_size=_BUFFER_SIZE
+        ),
+    )
+
+
+class _Decoded(io.RawIOBase):
+    """The decompressor's output, with every decoding failure turned into ``DataError``."""
+
+    def __init__(
+        self,
+        decoder: io.RawIOBase,
+        raw: io.RawIOBase,
+        errors: tuple[type[BaseException], ...],
+        frames: _ZstdFrames | None,
+        name: str,
+    ) -> None:
+        super().__init__()
+        self._decoder = decoder
+        self._errors = errors
+        self._raw = raw
+        self._frames = frames
+        self._name = name
+
+    def readable(self) -> bool:
+        """Always True."""
+        return True
+
+    def readinto(self, buffer: Any, /) -> int:
+        """Decompress into ``buffer``; 0 only at a complete end of stream."""
+        try:
+            n = self._decoder.readinto(buffer)
+        except self._errors as exc:
+            raise DataError(f"{self._name}: corrupt compressed data: {exc}") from None
+        if not n:
+            if self._frames is not None:
+                self._frames.check_complete(self._name)
+            elif not self._raw.tell():  # gzip reads an empty file as an empty stream
+                raise DataError(f"{self._name}: compressed data is truncated (empty)")
+        return n or 0
+
+    def close(self) -> None:
+        """Close the decoder and the file."""
+        try:
+            self._decoder.close()
+        finally:
+            self._raw.close()
+            super().close()
+
+
+# zstd frame layout (RFC 8878): magic numbers and the frame header's field sizes.
+_ZSTD_MAGIC = 0xFD2FB528
+_SKIPPABLE_MAGIC = 0x184D2A50  # .. 0x184D2A5F: the low four bits are free
+_DICT_ID_SIZES = (0, 1, 2, 4)
+_CONTENT_SIZE_SIZES = (0, 2, 4, 8)
+
+
+class _ZstdFrames:
+    """Passes a zstd stream through and follows its frame and block structure.
+
+    The zstandard reader ends quietly where its input ends, even inside a frame, so a
+    cut stream would decode as a shorter one. This walks only the headers (frame
+    headers, 3-byte block headers, skipping block contents) as the bytes go by, and
+    ``check_complete`` says whether the stream ended between frames.
+    """
+
+    def __init__(self, raw: io.RawIOBase) -> None:
+        self._raw = raw
+        self._head = bytearray()  # bytes of the header being read
+        self._need = 4  # header bytes the current state needs
+        self._state = "magic"
+        self._skip = 0  # content bytes to pass over before the next header
+        self._checksum = False
+        self._frames = 0
+
+    def read(self, n: int = -1, /) -> bytes:
+        """Read from the file and follow what was read."""
+        data = self._raw.read(n)
+        if data:
+            self._follow(memoryview(data))
+        return data or b""
+
+    def check_complete(self, name: str) -> None:
+        """Raise ``DataError`` unless the stream held whole frames only, at least one."""
+        if self._state != "magic" or self._head or self._skip or not self._frames:
+            raise DataError(f"{name}: compressed data is truncated (a zstd frame is cut)")
+
+    def _follow(self, data: memoryview) -> None:
+        pos, end = 0, len(data)
+        while pos < end:
+            if self._skip:
+                step = min(self._skip, end - pos)
+                self._skip -= step
+                pos += step
+                continue
+            take = min(self._need - len(self._head), end - pos)
+            self._head += data[pos : pos + take]
+            pos += take
+            if len(self._head) == self._need:
+                head = bytes(self._head)
+                self._head.clear()
+                self._header(head)
+
+    def _header(self, head: bytes) -> None:
+        if self._state == "magic":
+            magic = int.from_bytes(head, "little")
+            if magic == _ZSTD_MAGIC:
+                self._state, self._need = "descriptor", 1
+            elif magic & ~0xF == _SKIPPABLE_MAGIC:
+                self._state, self._need = "skippable", 4
+            else:
+                raise DataError(f"not zstd data: frame magic {head.hex()}")
+        elif self._state == "skippable":
+            self._skip = int.from_bytes(head, "little")
+            self._state, self._need = "magic", 4
+        elif self._state == "descriptor":
+            fhd = head[0]
+            single_segment = (fhd >> 5) & 1
+            size_flag = fhd >> 6
+            self._checksum = bool((fhd >> 2) & 1)
+            rest = (
+                (0 if single_segment else 1)
+                + _DICT_ID_SIZES[fhd & 3]
+                + (_CONTENT_SIZE_SIZES[size_flag] or single_segment)
+            )
+            self._state, self._need = "block", 3
+            self._skip = rest
+        elif self._state == "block":
+            header = int.from_bytes(head, "little")
+            last, kind, size = header & 1, (header >> 1) & 3, header >> 3
+            if kind == 3:
+                raise DataError("corrupt zstd data: reserved block type")
+            self._skip = 1 if kind == 1 else size
+            if last:
+                self._frames += 1
+                if self._checksum:
+                    self._skip += 4
+                self._state, self._need = "magic", 4

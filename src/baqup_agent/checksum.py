@@ -70,16 +70,18 @@ def compute_checksum(path: str | os.PathLike[str], algorithm: str = DEFAULT_ALGO
 
 
 def file_checksum(
-    path: str | os.PathLike[str], algorithm: str = DEFAULT_ALGORITHM
+    path: str | os.PathLike[str] | int, algorithm: str = DEFAULT_ALGORITHM
 ) -> tuple[int, str]:
     """``(size, hex digest)`` of the file at ``path``; the size counts the bytes hashed.
+
+    ``path`` may be an open fd (as from ``paths.open_regular``); it is closed.
 
     Large files are read into two reused buffers while a helper thread hashes the
     other one (hashlib releases the GIL), so reading from the page cache overlaps
     hashing and the cost stays close to hashing bytes already in memory.
     """
-    hasher = new_hash(algorithm)
-    with open(path, "rb", buffering=0) as f:
+    with open(path, "rb", buffering=0) as f:  # first: a given fd is closed whatever happens
+        hasher = new_hash(algorithm)
         if os.fstat(f.fileno()).st_size <= CHUNK_SIZE:
             # A thread would cost more than it saves.
             size = 0

@@ -7,8 +7,10 @@ is the one name check shared with archive extraction.
 
 from __future__ import annotations
 
+import errno
 import os
 import re
+import stat
 from functools import cache
 from pathlib import Path
 
@@ -72,9 +74,48 @@ def safe_join(boundary: str | os.PathLike[str], relative: str) -> Path:
     if not parts:
         raise DataError(f"unsafe name {relative!r}: names no entry")
     joined = Path(boundary, *parts)
-    if not validate_path(joined, boundary):
+    # The relative parts, not ``joined``: validate_path takes a relative path relative
+    # to the boundary, and a relative boundary would otherwise be counted twice.
+    if not validate_path(Path(*parts), boundary):
         raise DataError(f"unsafe name {relative!r}: resolves outside {os.fspath(boundary)!r}")
     return joined
+
+
+_KINDS = {
+    stat.S_IFDIR: "a directory",
+    stat.S_IFIFO: "a FIFO",
+    stat.S_IFCHR: "a character device",
+    stat.S_IFBLK: "a block device",
+    stat.S_IFSOCK: "a socket",
+    stat.S_IFLNK: "a symlink",
+}
+
+
+def open_regular(path: str | os.PathLike[str]) -> int:
+    """A read-only fd of the regular file at ``path``; never blocks, never follows a
+    symlink in the last component.
+
+    Raises ``DataError`` naming the kind when ``path`` is a symlink, directory, FIFO,
+    device or socket: the kind is checked before the open (a device is never opened)
+    and again on the fd, and ``O_NONBLOCK`` keeps a FIFO swapped in between from
+    blocking. ``FileNotFoundError`` and other ``OSError`` pass through.
+    """
+    kind = _KINDS.get(stat.S_IFMT(os.lstat(path).st_mode))
+    if kind is None:
+        flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
+        try:
+            fd = os.open(path, flags)
+        except OSError as exc:
+            if exc.errno != errno.ELOOP:
+                raise
+            kind = _KINDS[stat.S_IFLNK]
+        else:
+            kind = _KINDS.get(stat.S_IFMT(os.fstat(fd).st_mode))
+            if kind is None:
+                os.set_blocking(fd, True)
+                return fd
+            os.close(fd)
+    raise DataError(f"{os.fspath(path)}: {kind}, not a regular file")
 
 
 @cache

@@ -9,9 +9,9 @@ before it writes anything to its target.
 from __future__ import annotations
 
 import os
-import stat
+from collections.abc import Mapping
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import orjson
 from pydantic import ValidationError
@@ -19,8 +19,8 @@ from pydantic import ValidationError
 from baqup_agent.artifacts import open_decompressed
 from baqup_agent.checksum import file_checksum, new_hash
 from baqup_agent.contract import Artifact, Manifest
-from baqup_agent.errors import DataError
-from baqup_agent.paths import is_artifact_filename, safe_join
+from baqup_agent.errors import ConfigError, DataError
+from baqup_agent.paths import is_artifact_filename, open_regular, safe_join
 from baqup_agent.staging import MANIFEST_NAME
 
 # A manifest lists artifacts, not data: anything larger is not one of ours.
@@ -40,11 +40,17 @@ class PublishedOutput:
     def open(cls, path: str | os.PathLike[str]) -> PublishedOutput:
         """Read and validate ``<path>/manifest.json``; ``DataError`` when it is not valid.
 
-        Checks: a regular file (not a symlink) of at most ``MANIFEST_MAX_BYTES``, JSON,
-        valid against schema/manifest.json and the ``Manifest`` model, artifact names
-        safe and unique, not ``manifest.json``, each digest as long as its algorithm's.
+        Checks: a regular file (not a symlink, FIFO, device or directory: never a
+        blocking open) of at most ``MANIFEST_MAX_BYTES``, JSON, valid against
+        schema/manifest.json and the ``Manifest`` model, artifact names safe and unique,
+        not ``manifest.json``, each digest as long as its algorithm's. A ``path`` that
+        does not exist is a ``ConfigError`` (exit 64): the job names a wrong source.
         """
-        root = Path(path)
+        # Absolute once: every later check and open works on the same path, whatever
+        # the working directory (a relative source would otherwise be resolved twice).
+        root = Path(os.path.abspath(path))
+        if not os.path.lexists(root):
+            raise ConfigError(f"restore source {root} does not exist")
         data = _read_manifest(root / MANIFEST_NAME)
         try:
             document = orjson.loads(data)
@@ -87,6 +93,30 @@ class PublishedOutput:
             self._check_no_extras()
         self.verified = True
 
+    def checked_metadata(
+        self, schema: Mapping[str, Any] | str | os.PathLike[str]
+    ) -> dict[str, Any]:
+        """The manifest's ``source_metadata`` (``{}`` when absent), checked against
+        ``schema`` (a JSON Schema mapping or the path of a JSON file).
+
+        The manifest is input from outside: an agent validates the metadata it relies
+        on before using it. Raises ``DataError`` (exit 65) naming up to three problems.
+        """
+        import jsonschema
+
+        if not isinstance(schema, Mapping):
+            schema = orjson.loads(Path(schema).read_bytes())
+        metadata = self.manifest.source_metadata or {}
+        validator = jsonschema.Draft202012Validator(schema)
+        errors = sorted(validator.iter_errors(metadata), key=lambda e: list(e.path))
+        if errors:
+            problems = "; ".join(
+                f"{'/'.join(str(p) for p in e.absolute_path) or '(root)'}: {e.message}"
+                for e in errors[:3]
+            )
+            raise DataError(f"{self.path / MANIFEST_NAME}: invalid source_metadata: {problems}")
+        return dict(metadata)
+
     def artifact(self, filename: str) -> Artifact:
         """The manifest's entry for ``filename``; ``DataError`` when it lists none."""
         try:
@@ -112,17 +142,23 @@ class PublishedOutput:
         name = artifact.filename
         path = safe_join(self.path, name)
         try:
-            st = os.lstat(path)
+            fd = open_regular(path)
         except FileNotFoundError:
             raise DataError(f"{self.path}: artifact {name} is missing") from None
-        if not stat.S_ISREG(st.st_mode):
-            raise DataError(f"{self.path}: artifact {name} is not a regular file")
+        except DataError as exc:
+            raise DataError(f"{self.path}: artifact {name}: {exc}") from None
+        try:
+            st = os.fstat(fd)
+        except BaseException:
+            os.close(fd)
+            raise
         if st.st_size != artifact.size_bytes:
+            os.close(fd)
             raise DataError(
                 f"{self.path}: artifact {name} has {st.st_size} bytes, "
                 f"the manifest says {artifact.size_bytes}"
             )
-        size, digest = file_checksum(path, artifact.checksum_algorithm.value)
+        size, digest = file_checksum(fd, artifact.checksum_algorithm.value)  # closes fd
         if size != artifact.size_bytes or digest != artifact.checksum_value:
             raise DataError(
                 f"{self.path}: checksum mismatch for {name}: "
@@ -147,15 +183,14 @@ def _parents(filename: str) -> list[str]:
 
 def _read_manifest(path: Path) -> bytes:
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        fd = open_regular(path)
     except FileNotFoundError:
         raise DataError(f"{path}: no manifest: not a published output") from None
+    except DataError as exc:
+        raise DataError(f"the manifest is not a regular file: {exc}") from None
     except OSError as exc:
         raise DataError(f"{path}: cannot read the manifest: {exc}") from None
     with os.fdopen(fd, "rb") as f:
-        st = os.fstat(f.fileno())
-        if not stat.S_ISREG(st.st_mode):
-            raise DataError(f"{path}: the manifest is not a regular file")
         data = f.read(MANIFEST_MAX_BYTES + 1)
     if len(data) > MANIFEST_MAX_BYTES:
         raise DataError(f"{path}: the manifest is larger than {MANIFEST_MAX_BYTES} bytes")

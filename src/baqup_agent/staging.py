@@ -34,6 +34,7 @@ from baqup_agent.errors import (
     PartialFailure,
     summarize,
 )
+from baqup_agent.keys import SPOOL_SUBDIR
 from baqup_agent.paths import is_artifact_filename, is_job_id
 from baqup_agent.redaction import redact
 
@@ -129,8 +130,8 @@ class Staging:
 
         Raises ``CantCreateOutput`` (73) when ``output_dir`` already exists (a job id
         publishes once), when another live run of the job holds the lock, or when
-        ``.staging`` is not a real directory. A leftover ``work_dir`` of a crashed run is
-        removed first, without following symlinks.
+        ``check_staging_dir`` refuses the staging directory. A leftover ``work_dir`` of
+        a crashed run is removed first, without following symlinks.
         """
         with self._lock:
             if self._state != "new":
@@ -138,6 +139,7 @@ class Staging:
             if os.path.lexists(self.output_dir):
                 raise CantCreateOutput(f"output {self.output_dir} already exists")
             try:
+                check_staging_dir(self.root)
                 if not self._job_lock.held:
                     self._job_lock.acquire()
                 if os.path.lexists(self.work_dir):
@@ -462,6 +464,35 @@ def atomic_write(
 
 def _manifest_json(manifest: Manifest) -> bytes:
     return manifest.model_dump_json(exclude_none=True, indent=2).encode() + b"\n"
+
+
+def check_staging_dir(staging_dir: str | os.PathLike[str]) -> None:
+    """Raise ``CantCreateOutput`` (73) unless ``staging_dir`` can hold outputs.
+
+    Checked before anything is written (the bus's spool may live below it, and would
+    otherwise fail first with another code): the directory, or its nearest existing
+    ancestor when it is still to be created, is a directory this process may write
+    into; ``.staging`` and ``.spool`` below it, when present, are real directories,
+    not symlinks (a symlink there would send staged data or messages elsewhere).
+    """
+    root = Path(staging_dir)
+    existing = root
+    while not os.path.lexists(existing) and existing.parent != existing:
+        existing = existing.parent
+    if not existing.is_dir():  # follows a symlink: the configured root itself may be one
+        raise CantCreateOutput(f"staging directory {root}: {existing} is not a directory")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise CantCreateOutput(f"staging directory {root}: {existing} is not writable")
+    for name in (STAGING_DIRNAME, SPOOL_SUBDIR):
+        try:
+            mode = os.lstat(root / name).st_mode
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            raise CantCreateOutput(f"staging directory {root}: {exc}") from None
+        if not stat.S_ISDIR(mode):
+            what = "a symlink, " if stat.S_ISLNK(mode) else ""
+            raise CantCreateOutput(f"{root / name} is {what}not a directory")
 
 
 def _private_dir(path: Path) -> None:

@@ -346,15 +346,12 @@ def test_create_tar_pads_a_file_that_shrinks(tmp_path: Path) -> None:
     source.mkdir()
     (source / "f").write_bytes(b"x" * 1000)
 
-    class Shrinking(io.BytesIO):
-        """A destination that truncates the file as soon as its header is written."""
+    def shrink() -> None:
+        """Called before the entry is archived: after its stat, before its data is read."""
+        (source / "f").write_bytes(b"x" * 10)
 
-        def write(self, b: bytes) -> int:  # type: ignore[override]
-            (source / "f").write_bytes(b"x" * 10)
-            return super().write(b)
-
-    buffer = Shrinking()
-    create_tar(buffer, source)
+    buffer = io.BytesIO()
+    create_tar(buffer, source, checkpoint=shrink)
     with tarfile.open(fileobj=io.BytesIO(buffer.getvalue())) as tar:
         member = tar.getmember("f")
         extracted = tar.extractfile(member)
@@ -362,23 +359,33 @@ def test_create_tar_pads_a_file_that_shrinks(tmp_path: Path) -> None:
         assert member.size == 1000 and extracted.read() == b"x" * 10 + bytes(990)
 
 
-def test_create_tar_keeps_no_member_list(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """tarfile remembers every member it wrote; create_tar drops them: constant memory."""
-    source = tmp_path / "source"
-    source.mkdir()
-    for i in range(200):
-        (source / f"f{i:03d}").write_bytes(b"%d" % i)
-    kept: list[int] = []
-    addfile = tarfile.TarFile.addfile
+class Discard(io.RawIOBase):
+    """A destination that keeps nothing: what stays in memory is create_tar's own."""
 
-    def counting(self: tarfile.TarFile, *args: object, **kwargs: object) -> None:
-        kept.append(len(self.getmembers()))
-        addfile(self, *args, **kwargs)  # type: ignore[arg-type]
+    def writable(self) -> bool:
+        return True
 
-    monkeypatch.setattr(tarfile.TarFile, "addfile", counting)
-    buffer = io.BytesIO()
-    assert create_tar(buffer, source).files == 200
-    assert len(kept) == 200 and max(kept) <= 1
+    def write(self, b: object) -> int:
+        return len(memoryview(b))  # type: ignore[arg-type]
+
+
+def test_create_tar_memory_is_constant_in_the_tree_size(tmp_path: Path) -> None:
+    import tracemalloc
+
+    peaks = []
+    for count in (2000, 8000):
+        source = tmp_path / f"source-{count}"
+        for i in range(count):
+            folder = source / f"d{i % 40}"
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / f"f{i:05d}").write_bytes(b"x" * 1000)
+        tracemalloc.start()
+        try:
+            assert create_tar(Discard(), source).files == count
+            peaks.append(tracemalloc.get_traced_memory()[1])
+        finally:
+            tracemalloc.stop()
+    assert peaks[1] < peaks[0] * 1.25 + (64 << 10), peaks
 
 
 def test_extraction_checkpoint_is_called_per_entry(sandbox: Path) -> None:
@@ -389,3 +396,34 @@ def test_extraction_checkpoint_is_called_per_entry(sandbox: Path) -> None:
         checkpoint=lambda: calls.append(1),
     )
     assert len(calls) == 3  # before each entry and before the end
+
+
+@pytest.mark.parametrize("kind", ["file", "directory"])
+def test_create_tar_never_follows_an_entry_swapped_for_a_symlink(tmp_path: Path, kind: str) -> None:
+    """An entry replaced by a symlink to outside data between its stat and its read is
+    neither read through nor entered: skipped (a file) or left empty (a directory)."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret").write_bytes(b"outside data")
+    source = tmp_path / "source"
+    source.mkdir()
+    victim = source / "v"
+    if kind == "file":
+        victim.write_bytes(b"inside")
+    else:
+        victim.mkdir()
+
+    def swap() -> None:
+        if victim.is_symlink():
+            return
+        if kind == "file":
+            victim.unlink()
+            victim.symlink_to(outside / "secret")
+        else:
+            victim.rmdir()
+            victim.symlink_to(outside)
+
+    buffer = io.BytesIO()
+    stats = create_tar(buffer, source, checkpoint=swap)
+    assert b"outside data" not in buffer.getvalue()
+    assert stats.files == 0 and stats.skipped == (kind == "file")
