@@ -415,6 +415,10 @@ class _Job:
             return self._run()  # restore reruns redo the work: no lock
         from baqup_agent.staging import JobLock
 
+        failed = self._check_staging()
+        if failed is not None:
+            return failed
+
         try:
             self.job_lock = JobLock(self.config["BAQUP_STAGING_DIR"], self.config.job_id)
             self.job_lock.acquire()
@@ -433,26 +437,33 @@ class _Job:
         finally:
             self.job_lock.release()
 
+    def _check_staging(self) -> int | None:
+        """73 when the staging directory cannot be used (None when it can): checked before
+        the lock and the bus, whose spool may live below it and would fail otherwise with
+        another code."""
+        from baqup_agent.errors import CantCreateOutput
+        from baqup_agent.staging import check_staging_dir
+
+        try:
+            check_staging_dir(self.config["BAQUP_STAGING_DIR"])
+        except CantCreateOutput as exc:
+            self.logger.fatal("cannot use the staging directory", exc=exc, exit_code=exc.exit_code)
+            return int(exc.exit_code)
+        return None
+
     def _open_bus(self) -> int | None:
         """Set up ``self.bus``; the exit code when that fails (None when it worked)."""
         from baqup_agent.bus import BusClient
 
-        # A backup stages there; a restore only writes there when the bus is the spool
-        # (no Redis) and the spool lives there (the default).
+        # A restore only writes below the staging directory when the bus is the spool
+        # (no Redis) and the spool lives there (the default); a backup checked it already.
         spool_is_bus_in_staging = not (
             self.config.get("BAQUP_REDIS_URL") or self.config.get("BAQUP_SPOOL_DIR")
         )
-        if self.role is Role.BACKUP or spool_is_bus_in_staging:
-            from baqup_agent.errors import CantCreateOutput
-            from baqup_agent.staging import check_staging_dir
-
-            try:  # before the bus: its spool may live below the staging directory
-                check_staging_dir(self.config["BAQUP_STAGING_DIR"])
-            except CantCreateOutput as exc:
-                self.logger.fatal(
-                    "cannot use the staging directory", exc=exc, exit_code=exc.exit_code
-                )
-                return int(exc.exit_code)
+        if self.role is not Role.BACKUP and spool_is_bus_in_staging:
+            failed = self._check_staging()
+            if failed is not None:
+                return failed
         try:
             self.bus = BusClient(self.config, self.logger)
         except Exception as exc:  # no bus, so no report: the exit code is all there is

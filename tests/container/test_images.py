@@ -85,7 +85,7 @@ DOCKERFILE_MISTAKES: dict[str, Callable[[str], str]] = {
     "credential url": lambda t: t + "ENV UPSTREAM=https://user:pw@example.com/x\n",
     "env file copied": lambda t: t + "COPY .env /app/\n",
     "key copied": lambda t: t + "COPY deploy/tls.key /app/\n",
-    "missing source": lambda t: t.replace("agent-schema.json /app/", "agent-schema.jsn /app/"),
+    "missing source": lambda t: t.replace("/agent-schema.json", "/agent-schema.jsn"),
 }
 
 
@@ -185,3 +185,14 @@ def test_each_job_mistake_alone_is_caught(mistake: str) -> None:
 @pytest.mark.parametrize("doc", [None, [], {"kind": "Deployment"}, {"kind": "Job"}])
 def test_not_a_job(doc: Any) -> None:
     assert job_problems(doc, FS_SECRETS)
+
+
+@pytest.mark.parametrize("agent_dir", AGENTS, ids=lambda p: p.name)
+def test_the_images_hold_what_the_agent_reads_and_both_distributions(agent_dir: Path) -> None:
+    """Every file the agent reads beside itself (its schemas) is copied into the image, and
+    the wheel stage builds baqup-schema, which baqup-agent pins, from this repository."""
+    text = (agent_dir / "Dockerfile").read_text()
+    for schema in sorted(agent_dir.glob("*.json")):
+        assert f"examples/{agent_dir.name}/{schema.name}" in text, schema.name
+    assert "COPY packages/baqup-schema" in text
+    assert re.search(r"pip wheel .*\./packages/baqup-schema", text)

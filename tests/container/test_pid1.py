@@ -333,6 +333,8 @@ def test_sigterm_to_pid1_ends_a_job_stuck_in_a_long_call(box: Box) -> None:
 def test_pid1_exits_with_128_plus_the_signal_that_killed_the_job(box: Box) -> None:
     proc, init, _ = start_gated(box, EXAMPLES["filesystem"], "k1")
     try:
+        # the gate's orphans are children of PID 1 too, until it has reaped them
+        wait_until(lambda: len(children(init)) == 1, "the orphans to be reaped")
         (agent,) = children(init)
         os.kill(agent, signal.SIGKILL)  # the OOM killer, say
         assert proc.wait(timeout=WAIT) == 128 + signal.SIGKILL
