@@ -438,9 +438,11 @@ class _Child:
         if final and rest:
             lines.append(rest)
             rest = ""
-        if len(rest) > MAX_STDERR_LINE:  # a line without end must not fill the memory
-            lines.append(rest)
-            rest = ""
+        # A line without end must not fill the memory: whole pieces go out as they fill,
+        # whatever sizes the pipe's reads had.
+        while len(rest) > MAX_STDERR_LINE:
+            lines.append(rest[:MAX_STDERR_LINE])
+            rest = rest[MAX_STDERR_LINE:]
         self._stderr_rest = rest
         for line in lines:
             line = line.rstrip("\r")
