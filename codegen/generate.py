@@ -42,6 +42,35 @@ def _load(name: str) -> dict:
     return json.loads((SCHEMA_DIR / name).read_text(encoding="utf-8"))
 
 
+def _conditional_fields() -> list[tuple[str, str, str, str]]:
+    """(model, field, value, other) for each object definition of the message schemas whose
+    ``if``/``then``/``else`` says: ``other`` is present exactly when ``field`` is not
+    ``value``. The generator drops if/then, so the base model enforces these from a table.
+    config.json's conditions are left to jsonschema, which validates the environment."""
+    found = []
+    for path in sorted(SCHEMA_DIR.glob("*.json")):
+        if path.name == "config.json":
+            continue
+        schema = json.loads(path.read_text(encoding="utf-8"))
+        for name, definition in sorted(schema.get("$defs", {}).items()):
+            if "if" not in definition:
+                continue
+            cond, then, other = definition["if"], definition.get("then"), definition.get("else")
+            try:
+                ((field, const),) = cond["properties"].items()
+                ((absent,),) = [then["not"]["required"]]
+                ((present,),) = [other["required"]]
+                assert cond.get("required") == [field] and absent == present
+                value = const["const"]
+            except (KeyError, TypeError, ValueError, AssertionError):
+                raise SystemExit(
+                    f"{path.name}: {name}: only an if/then/else of the form 'B is present "
+                    "exactly when A is not V' can be enforced by the models"
+                ) from None
+            found.append((name, field, value, present))
+    return found
+
+
 def _tables_context() -> dict:
     exit_schema = _load("exit-code.json")
     exit_codes = [
@@ -64,6 +93,7 @@ def _tables_context() -> dict:
         raise SystemExit(f"agent-state.json: expected one initial state, found {initial}")
     config = _load("config.json")
     return {
+        "conditional_fields": _conditional_fields(),
         "header": HEADER,
         "exit_codes": exit_codes,
         "transitions": [(s, transitions[s]) for s in state_schema["enum"]],

@@ -36,3 +36,19 @@ class ContractModel(BaseModel):
             if nulls:
                 raise ValueError(f"null is not allowed for {', '.join(nulls)}")
         return data
+
+    @model_validator(mode="after")
+    def _conditional_fields(self) -> ContractModel:
+        """The schemas' if/then/else (``from_state`` on every state change after the
+        first), from the generated ``CONDITIONAL_FIELDS``: the model generator drops
+        if/then, and the models must reject what jsonschema rejects."""
+        from baqup_schema.contract.tables import CONDITIONAL_FIELDS
+
+        rule = CONDITIONAL_FIELDS.get(type(self).__name__)
+        if rule is not None:
+            field, value, other = rule
+            required = getattr(self, field) != value
+            if required != (getattr(self, other, None) is not None):
+                need = "required" if required else "not allowed"
+                raise ValueError(f"{other} is {need} when {field} is {getattr(self, field)}")
+        return self

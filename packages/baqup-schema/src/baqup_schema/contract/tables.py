@@ -96,3 +96,9 @@ FINAL_STATES: frozenset[AgentState] = frozenset({AgentState.TERMINATED, AgentSta
 
 SECRET_CONFIG_VARIABLES: frozenset[str] = frozenset({"BAQUP_REDIS_PASSWORD", "BAQUP_REDIS_URL"})
 """Base config variables marked writeOnly (secret) in schema/config.json."""
+
+CONDITIONAL_FIELDS: dict[str, tuple[str, str, str]] = {
+    "StateChange": ("to_state", "initializing", "from_state"),
+}
+"""Model -> (field, value, other): ``other`` is present exactly when ``field`` is not
+``value`` (the schemas' if/then/else, which the model generator drops)."""
