@@ -133,7 +133,7 @@ def baqup_job_env(baqup_staging: Path) -> Callable[..., dict[str, str]]:
     ``baqup_job_env(job_id="job-1", role="backup", **variables)``."""
     from baqup_agent.testing import job_env
 
-    def make(job_id: str = "job-1", role: str = "backup", **extra: object) -> dict[str, str]:
+    def make(job_id: str = "job-1", role: str = "backup", **extra: Any) -> dict[str, str]:
         return job_env(baqup_staging, job_id, role, **extra)
 
     return make
