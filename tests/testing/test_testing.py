@@ -87,6 +87,11 @@ def test_run_agent_returns_messages_exit_code_log_and_output(tmp_path: Path) -> 
     assert any(r["message"] == "job finished" for r in run.records)
     assert run.messages == spool_messages(tmp_path, "job-1")
 
+    unstarted = {k: v for k, v in job_env(tmp_path / "c").items() if k != "BAQUP_JOB_ID"}
+    refused = run_agent(SampleAgent, unstarted)
+    assert refused.exit_code == ExitCode.USAGE_CONFIG_ERROR and refused.messages == []
+    assert any(r.get("variable") == "BAQUP_JOB_ID" for r in refused.records)
+
     failed = run_agent(SampleAgent, job_env(tmp_path / "b", BAQUP_TEST_BEHAVIOUR="raise"))
     assert failed.exit_code == ExitCode.INTERNAL_ERROR and failed.output is None
     assert failed.result["status"] == "failed"

@@ -123,11 +123,12 @@ def run_agent(
 
     log = log if log is not None else LogCapture()
     code = run_job(agent, environ=dict(env), install_signals=False, log_stream=log)
-    output = Path(env["BAQUP_STAGING_DIR"]) / env["BAQUP_JOB_ID"]
+    staging, job_id = env.get("BAQUP_STAGING_DIR"), env.get("BAQUP_JOB_ID")
+    if not staging or not job_id:  # a configuration test: the job could not start
+        return AgentRun(code, [], log, None, dict(env))
+    output = Path(staging) / job_id
     published = (output / "manifest.json").is_file()
-    messages = spool_messages(
-        env["BAQUP_STAGING_DIR"], env["BAQUP_JOB_ID"], spool_dir=env.get("BAQUP_SPOOL_DIR")
-    )
+    messages = spool_messages(staging, job_id, spool_dir=env.get("BAQUP_SPOOL_DIR"))
     return AgentRun(code, messages, log, output if published else None, dict(env))
 
 
