@@ -1,26 +1,18 @@
-"""Shared fixtures: a real redis-server on a free loopback port, a clean redactor."""
+"""Shared fixtures: a real redis-server (baqup_agent.testing's), a clean redactor."""
 
 from __future__ import annotations
 
 import os
 import shutil
-import socket
-import subprocess
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from pathlib import Path
 
 import pytest
 
+# re-exported: the tests import them from here
+from baqup_agent.testing import RedisServer as RedisServer
+from baqup_agent.testing import free_port as free_port
+
 IN_CI = bool(os.environ.get("CI"))
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def require_binary(name: str) -> str:
@@ -33,80 +25,10 @@ def require_binary(name: str) -> str:
     return path
 
 
-@dataclass
-class RedisServer:
-    """A redis-server process owned by a test: start, kill, restart on the same port."""
-
-    workdir: Path
-    port: int = field(default_factory=free_port)
-    extra_args: list[str] = field(default_factory=list)
-    proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        binary = require_binary("redis-server")
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        self.proc = subprocess.Popen(
-            [
-                binary,
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                str(self.workdir),
-                *self.extra_args,
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                    return
-            except OSError as exc:
-                if self.proc.poll() is not None:
-                    msg = f"redis-server exited with {self.proc.returncode}"
-                    raise RuntimeError(msg) from exc
-                time.sleep(0.02)
-        raise RuntimeError("redis-server did not start within 10 s")
-
-    def stop(self, *, kill: bool = False) -> None:
-        if self.proc is None:
-            return
-        if kill:
-            self.proc.kill()
-        else:
-            self.proc.terminate()
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        self.proc = None
-
-    def restart(self) -> None:
-        self.stop(kill=True)
-        self.start()
-
-
 @pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    """A fresh redis-server for one test, stopped afterwards."""
-    server = RedisServer(tmp_path / "redis")
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop(kill=True)
+def redis_server(baqup_redis: RedisServer) -> RedisServer:
+    """A fresh redis-server for one test (the plugin's ``baqup_redis``), killed afterwards."""
+    return baqup_redis
 
 
 @pytest.fixture(autouse=True)

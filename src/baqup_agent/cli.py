@@ -1,4 +1,5 @@
-"""The baqup-agent command: pre-flight config validation, job watching, conformance.
+"""The baqup-agent command: pre-flight config validation, job watching, conformance,
+new projects.
 
 Each subcommand's code lives in the module it belongs to and is imported only when
 that subcommand runs.
@@ -21,6 +22,7 @@ _COMMANDS = {
     "watch": ("baqup_agent.reader", "watch_command"),
     "replay": ("baqup_agent.bus", "replay_command"),
     "conformance": ("baqup_agent.conformance.cli", "conformance_command"),
+    "new": ("baqup_agent.scaffold", "new_command"),
 }
 
 
@@ -156,6 +158,25 @@ def build_parser() -> argparse.ArgumentParser:
         nargs=argparse.REMAINDER,
         help="the command that runs the agent, after --: -- COMMAND [ARGS...]",
     )
+
+    p = sub.add_parser(
+        "new",
+        help="create a ready project for a new agent (exit 0, 64 bad NAME, 73 it exists)",
+    )
+    p.add_argument("name", metavar="NAME", help="the agent's name, e.g. mysql-agent")
+    p.add_argument(
+        "--role",
+        choices=["backup", "restore", "both"],
+        default="both",
+        help="which methods the agent implements (default: both)",
+    )
+    p.add_argument(
+        "--kind",
+        choices=["directory", "command"],
+        default="directory",
+        help="directory: back up files; command: wrap a command-line tool (ctx.run_child)",
+    )
+    p.add_argument("--directory", help="where to create the project (default: ./NAME)")
     return parser
 
 

@@ -1,11 +1,10 @@
-"""Helpers of the agent tests: job environments, spool events, output checks."""
+"""Helpers of the agent tests: example agents, message and output checks (job
+environments and spool events come from baqup_agent.testing)."""
 
 from __future__ import annotations
 
 import importlib.util
-import io
 import itertools
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,11 @@ from baqup_agent.agent import Agent
 from baqup_agent.checksum import compute_checksum
 from baqup_agent.contract import AgentState
 from baqup_agent.contract.tables import FINAL_STATES, TRANSITIONS
-from baqup_agent.keys import EVENTS_FILE, SPOOL_SUBDIR
+
+# re-exported: the agent tests import them from here
+from baqup_agent.testing import job_env as job_env
+from baqup_agent.testing import process_env as process_env
+from baqup_agent.testing import spool_messages
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
@@ -24,26 +27,7 @@ SAMPLE_AGENT = Path(__file__).resolve().parent / "sample_agent.py"
 FS_AGENT = EXAMPLES / "filesystem_agent" / "agent.py"
 SQLITE_AGENT = EXAMPLES / "sqlite_agent" / "agent.py"
 
-
-def job_env(
-    staging: Path, job_id: str = "job-1", role: str = "backup", **extra: Any
-) -> dict[str, str]:
-    """The BAQUP_* variables of one job (spool bus, no Redis), values as strings."""
-    env = {
-        "BAQUP_JOB_ID": job_id,
-        "BAQUP_AGENT_ID": "agent-1",
-        "BAQUP_ROLE": role,
-        "BAQUP_STAGING_DIR": str(staging),
-        "BAQUP_HEARTBEAT_INTERVAL": "0.2",
-    }
-    env.update({k: str(v) for k, v in extra.items()})
-    return env
-
-
-def process_env(job: dict[str, str]) -> dict[str, str]:
-    """The environment of an agent subprocess: ours without BAQUP_*, plus the job's."""
-    base = {k: v for k, v in os.environ.items() if not k.startswith("BAQUP_")}
-    return {**base, **job}
+events = spool_messages  # the agent tests' short name
 
 
 def load_agent(script: Path, class_name: str) -> type[Agent]:
@@ -59,14 +43,6 @@ def load_agent(script: Path, class_name: str) -> type[Agent]:
 
 def agent_command(script: Path) -> list[str]:
     return [sys.executable, str(script)]
-
-
-def events(staging: Path, job_id: str = "job-1") -> list[dict[str, Any]]:
-    """Every message the agent spooled for ``job_id``, in order."""
-    path = staging / SPOOL_SUBDIR / job_id / EVENTS_FILE
-    if not path.exists():
-        return []
-    return [orjson.loads(line) for line in path.read_bytes().splitlines() if line.strip()]
 
 
 def of_type(messages: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
@@ -99,8 +75,3 @@ def assert_complete_output(output: Path) -> dict[str, Any]:
         assert path.stat().st_size == art["size_bytes"]
         assert compute_checksum(path, art["checksum_algorithm"]) == art["checksum_value"]
     return manifest
-
-
-def log_lines(stream: io.StringIO | str) -> list[dict[str, Any]]:
-    text = stream.getvalue() if isinstance(stream, io.StringIO) else stream
-    return [orjson.loads(line) for line in text.splitlines() if line.startswith("{")]

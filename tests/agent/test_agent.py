@@ -2,31 +2,26 @@
 
 from __future__ import annotations
 
-import io
 import os
 import signal
 import subprocess
 import sys
 import threading
 import time
-import uuid
-from datetime import datetime, timezone
 from pathlib import Path
 
-import orjson
 import pytest
 
 from baqup_agent.agent import Agent, Context, run_job
 from baqup_agent.contract import AgentState, ExitCode
-from baqup_agent.keys import CONTROL_FILE, SPOOL_SUBDIR
 from baqup_agent.staging import Staging
+from baqup_agent.testing import LogCapture, parse_records, run_agent, send_cancel
 from tests.agent.helpers import (
     SAMPLE_AGENT,
     assert_complete_output,
     assert_legal_states,
     events,
     job_env,
-    log_lines,
     of_type,
     process_env,
     the_result,
@@ -34,10 +29,9 @@ from tests.agent.helpers import (
 from tests.agent.sample_agent import PAYLOAD, SampleAgent
 
 
-def run(env: dict[str, str], agent: Agent | type[Agent] = SampleAgent) -> tuple[int, io.StringIO]:
-    log = io.StringIO()
-    code = run_job(agent, environ=env, install_signals=False, log_stream=log)
-    return code, log
+def run(env: dict[str, str], agent: Agent | type[Agent] = SampleAgent) -> tuple[int, LogCapture]:
+    job = run_agent(agent, env)
+    return job.exit_code, job.log
 
 
 def test_success_publishes_and_reports_once(tmp_path: Path) -> None:
@@ -67,7 +61,7 @@ def test_bad_config_exits_64_with_structured_errors_and_nothing_else(tmp_path: P
     del env["BAQUP_AGENT_ID"]
     code, log = run(env)
     assert code == ExitCode.USAGE_CONFIG_ERROR
-    lines = log_lines(log)
+    lines = log.records()
     problems = {line["variable"] for line in lines if line["message"] == "invalid configuration"}
     assert {"BAQUP_AGENT_ID", "BAQUP_TEST_BEHAVIOUR", "BAQUP_HEARTBEAT_INTERVAL"} <= problems
     assert all(line["job_id"] == "job-1" and line["level"] in ("ERROR", "FATAL") for line in lines)
@@ -79,7 +73,7 @@ def test_bad_job_id_is_not_echoed_into_the_log(tmp_path: Path) -> None:
     env = job_env(tmp_path, BAQUP_JOB_ID="../etc")
     code, log = run(env)
     assert code == ExitCode.USAGE_CONFIG_ERROR
-    assert {line["job_id"] for line in log_lines(log)} == {"unknown"}
+    assert {line["job_id"] for line in log.records()} == {"unknown"}
 
 
 def test_unknown_exception_exits_70_and_discards_staging(tmp_path: Path) -> None:
@@ -90,7 +84,7 @@ def test_unknown_exception_exits_70_and_discards_staging(tmp_path: Path) -> None
     result = the_result(msgs)
     assert result["status"] == "failed" and result["exit_code"] == 70
     assert result["retryable"] is False and result["error"] == "RuntimeError: boom"
-    failed = [line for line in log_lines(log) if line["message"] == "job failed"]
+    failed = [line for line in log.records() if line["message"] == "job failed"]
     assert failed and "boom" in failed[0]["exception"]["stack"]
     assert not (tmp_path / "job-1").exists()
     assert not (tmp_path / ".staging" / "job-1").exists()
@@ -108,20 +102,6 @@ def test_partial_failure_publishes_the_good_artifacts_and_exits_76(tmp_path: Pat
     assert "extra.bin" in result["error"] and result["output_path"] == str(tmp_path / "job-1")
 
 
-def _append_cancel(staging: Path, job_id: str = "job-1") -> None:
-    control = staging / SPOOL_SUBDIR / job_id / CONTROL_FILE
-    control.parent.mkdir(parents=True, exist_ok=True)
-    message = {
-        "id": str(uuid.uuid4()),
-        "type": "cancel",
-        "job_id": job_id,
-        "timestamp": datetime.now(timezone.utc).isoformat(),
-        "reason": "operator request",
-    }
-    with open(control, "ab") as f:
-        f.write(orjson.dumps(message) + b"\n")
-
-
 def test_cancel_through_the_spool_control_file_stops_the_job(tmp_path: Path) -> None:
     env = job_env(tmp_path, BAQUP_TEST_BEHAVIOUR="slow", BAQUP_TEST_SECONDS=20)
 
@@ -131,7 +111,7 @@ def test_cancel_through_the_spool_control_file_stops_the_job(tmp_path: Path) -> 
             if any(m.get("to_state") == "running" for m in events(tmp_path)):
                 break
             time.sleep(0.02)
-        _append_cancel(tmp_path)
+        send_cancel(job_env(tmp_path))
 
     canceller = threading.Thread(target=cancel_when_running)
     canceller.start()
@@ -156,13 +136,13 @@ def test_cancel_after_publication_began_does_not_undo_it(
     publish = Staging.publish
 
     def publish_then_cancel(self: Staging, **kwargs: object) -> Path:
-        _append_cancel(tmp_path)
+        send_cancel(job_env(tmp_path))
         time.sleep(0.6)  # the control file is polled every 0.25 s
         return publish(self, **kwargs)  # type: ignore[arg-type]
 
     monkeypatch.setattr(Staging, "publish", publish_then_cancel)
     code, log = run(job_env(tmp_path))
-    assert any(line["message"] == "cancel received" for line in log_lines(log))
+    assert any(line["message"] == "cancel received" for line in log.records())
     assert code == ExitCode.SUCCESS
     assert the_result(events(tmp_path))["status"] == "success"
     assert_complete_output(tmp_path / "job-1")
@@ -242,7 +222,7 @@ def test_run_exits_the_process_with_64_on_bad_config(tmp_path: Path) -> None:
         [sys.executable, str(SAMPLE_AGENT)], env=env, capture_output=True, text=True, timeout=60
     )
     assert proc.returncode == ExitCode.USAGE_CONFIG_ERROR
-    lines = log_lines(proc.stderr)
+    lines = parse_records(proc.stderr)
     assert [line["variable"] for line in lines if line["level"] == "ERROR"] == ["BAQUP_ROLE"]
     assert proc.stdout == ""
     assert list(tmp_path.iterdir()) == []
@@ -266,7 +246,7 @@ class _SignalledDuringStartUp(SampleAgent):
 
 def test_sigterm_during_start_up_cancels_instead_of_killing(tmp_path: Path) -> None:
     before = signal.getsignal(signal.SIGTERM)
-    log = io.StringIO()
+    log = LogCapture()
     code = run_job(_SignalledDuringStartUp, environ=job_env(tmp_path), log_stream=log)
     assert code == ExitCode.GENERAL_FAILURE
     result = the_result(events(tmp_path))

@@ -25,8 +25,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from baqup_agent import DataError, ResourceUnavailable
-from baqup_agent.agent import run_job
+from baqup_agent import DataError, ResourceUnavailable, testing
 from baqup_agent.child import ChildFailed, SecretFile, run_child
 from baqup_agent.contract import ExitCode
 from baqup_agent.errors import AgentError, Cancelled, InternalError, IOFailure
@@ -34,6 +33,7 @@ from baqup_agent.lifecycle import Cancellation
 from baqup_agent.logger import Logger
 from baqup_agent.redaction import REDACTOR
 from baqup_agent.secret import Secret
+from baqup_agent.testing import LogCapture
 from tests.agent.helpers import events, job_env, load_agent, process_env, the_result
 
 pytestmark = pytest.mark.timeout(120)
@@ -58,7 +58,7 @@ class FakeContext:
     """What ``run_child`` uses of a Context: a logger, progress, checkpoints."""
 
     def __init__(self, cancellation: Cancellation) -> None:
-        self.log = io.StringIO()
+        self.log = LogCapture()
         self.logger = Logger("job-1", "agent-1", level="debug", stream=self.log)
         self.cancellation = cancellation
         self.bytes = 0
@@ -76,7 +76,7 @@ class FakeContext:
         return run_child(self, self.cancellation, ["sh", "-c", script], **options)  # type: ignore[arg-type]
 
     def lines(self) -> list[dict[str, Any]]:
-        return [json.loads(line) for line in self.log.getvalue().splitlines()]
+        return self.log.records()
 
 
 @pytest.fixture
@@ -368,7 +368,7 @@ def run_agent(tmp_path: Path, script: str, **extra: Any) -> int:
     env = job_env(tmp_path / "staging", CHILD_TEST_SCRIPT=script, **extra)
     os.environ.update({k: v for k, v in env.items() if k.startswith("CHILD_TEST_")})
     try:
-        return run_job(ChildAgent, environ=env, install_signals=False, log_stream=io.StringIO())
+        return testing.run_agent(ChildAgent, env).exit_code
     finally:
         for key in [k for k in os.environ if k.startswith("CHILD_TEST_")]:
             del os.environ[key]
@@ -383,9 +383,7 @@ def test_round_trip_through_an_agent(tmp_path: Path) -> None:
     env["CHILD_TEST_SCRIPT"] = f"cat > {tmp_path / 'restored'}"
     os.environ["CHILD_TEST_SCRIPT"] = env["CHILD_TEST_SCRIPT"]
     try:
-        assert (
-            run_job(ChildAgent, environ=env, install_signals=False, log_stream=io.StringIO()) == 0
-        )
+        assert testing.run_agent(ChildAgent, env).exit_code == 0
     finally:
         del os.environ["CHILD_TEST_SCRIPT"]
     assert (tmp_path / "restored").read_bytes() == data

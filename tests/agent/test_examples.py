@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib.util
-import io
 import sqlite3
 import subprocess
 import sys
@@ -14,8 +13,8 @@ from types import ModuleType
 import orjson
 import pytest
 
-from baqup_agent.agent import run_job
 from baqup_agent.contract import ExitCode
+from baqup_agent.testing import run_agent
 from tests.agent.helpers import (
     EXAMPLES,
     FS_AGENT,
@@ -45,7 +44,7 @@ demo = load_demo()
 
 
 def run(agent: type, env: dict[str, str]) -> int:
-    return run_job(agent, environ=env, install_signals=False, log_stream=io.StringIO())
+    return run_agent(agent, env).exit_code
 
 
 # -- filesystem agent -------------------------------------------------------------------

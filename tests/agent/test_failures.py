@@ -3,7 +3,6 @@ of 0, where ``config_schema`` is found, and non-UTF-8 text in the result."""
 
 from __future__ import annotations
 
-import io
 import logging
 import os
 import signal
@@ -18,12 +17,12 @@ from baqup_agent import Agent, DataError, ResourceUnavailable
 from baqup_agent.agent import Context, run_job
 from baqup_agent.contract import ExitCode
 from baqup_agent.redaction import unescape_surrogates
+from baqup_agent.testing import LogCapture, parse_records, run_agent
 from tests.agent.helpers import (
     SAMPLE_AGENT,
     events,
     job_env,
     load_agent,
-    log_lines,
     process_env,
     the_result,
 )
@@ -39,9 +38,8 @@ class _Failing(Agent):
 
 
 def _run(agent: type[Agent], env: dict[str, str]) -> tuple[int, str]:
-    log = io.StringIO()
-    code = run_job(agent, environ=env, install_signals=False, log_stream=log)
-    return code, log.getvalue()
+    job = run_agent(agent, env)
+    return job.exit_code, job.log.getvalue()
 
 
 def _failure(cls_error: BaseException) -> type[Agent]:
@@ -159,7 +157,7 @@ class _Mapped(Agent):
 def test_config_schema_may_be_a_mapping(tmp_path: Path) -> None:
     code, log = _run(_Mapped, job_env(tmp_path, MAPPED_LABEL="nightly"))
     assert code == ExitCode.SUCCESS
-    assert any(line.get("label") == "nightly" for line in log_lines(log))
+    assert any(line.get("label") == "nightly" for line in parse_records(log))
     code, log = _run(_Mapped, job_env(tmp_path / "b"))
     assert code == ExitCode.USAGE_CONFIG_ERROR and "MAPPED_LABEL" in log
 
@@ -194,9 +192,9 @@ def test_secrets_leave_os_environ_unless_kept(
     token.write_text("a-secret-token\n")
     token.chmod(0o600)
     monkeypatch.setenv("MAPPED_TOKEN_FILE", str(token))
-    log = io.StringIO()
+    log = LogCapture()
     assert run_job(agent, install_signals=False, log_stream=log) == 0
-    assert [line["inherited"] for line in log_lines(log) if "inherited" in line] == [inherited]
+    assert [line["inherited"] for line in log.records() if "inherited" in line] == [inherited]
     assert ("MAPPED_TOKEN_FILE" in os.environ) is inherited
 
 
@@ -234,7 +232,7 @@ class _ChattyAtStart(_EmptyIsFine):
 
 @pytest.mark.parametrize("route", [True, False])
 def test_python_output_is_routed_from_start_up(tmp_path: Path, route: bool) -> None:
-    log = io.StringIO()
+    log = LogCapture()
     env = job_env(tmp_path)
     code = run_job(
         _ChattyAtStart,
@@ -244,5 +242,5 @@ def test_python_output_is_routed_from_start_up(tmp_path: Path, route: bool) -> N
         route_python_output=route,
     )
     assert code == ExitCode.SUCCESS
-    routed = [line for line in log_lines(log.getvalue()) if line.get("logger") == "driver"]
+    routed = [line for line in log.records() if line.get("logger") == "driver"]
     assert [line["message"] for line in routed] == (["connecting as bob"] if route else [])

@@ -7,7 +7,6 @@ One ``initdb`` cluster per module on a free loopback port, run as an unprivilege
 from __future__ import annotations
 
 import contextlib
-import io
 import json
 import shutil
 import signal
@@ -21,8 +20,8 @@ from typing import Any
 import orjson
 import pytest
 
-from baqup_agent.agent import run_job
 from baqup_agent.contract import ExitCode
+from baqup_agent.testing import LogCapture, run_agent
 from tests.agent.helpers import (
     EXAMPLES,
     assert_complete_output,
@@ -62,13 +61,11 @@ def cluster() -> Iterator[Cluster]:
         cluster.stop()
 
 
-def run(env: dict[str, str], log: io.StringIO | None = None) -> int:
-    return run_job(
-        PostgresqlAgent, environ=env, install_signals=False, log_stream=log or io.StringIO()
-    )
+def run(env: dict[str, str], log: LogCapture | None = None) -> int:
+    return run_agent(PostgresqlAgent, env, log=log).exit_code
 
 
-def backup(cluster: Cluster, staging: Path, job: str, log: io.StringIO | None = None) -> int:
+def backup(cluster: Cluster, staging: Path, job: str, log: LogCapture | None = None) -> int:
     return run(job_env(staging, job, **cluster.agent_env(BAQUP_PG_DATABASE="source")), log)
 
 
@@ -85,7 +82,7 @@ def restore(
     return run(env, log)
 
 
-def no_password_anywhere(staging: Path, *logs: io.StringIO) -> None:
+def no_password_anywhere(staging: Path, *logs: LogCapture) -> None:
     forms = {PASSWORD, json.dumps(PASSWORD)[1:-1], repr(PASSWORD)[1:-1]}
     texts = [log.getvalue() for log in logs]
     texts += [
@@ -99,7 +96,7 @@ def no_password_anywhere(staging: Path, *logs: io.StringIO) -> None:
 def published(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     """One backup of the source database, shared by the restore tests."""
     staging = tmp_path_factory.mktemp("pg-staging")
-    log = io.StringIO()
+    log = LogCapture()
     assert backup(cluster, staging, "b1", log) == ExitCode.SUCCESS, log.getvalue()
     return staging, log.getvalue()
 
@@ -127,7 +124,7 @@ def test_round_trip_restores_every_row(
 ) -> None:
     staging, backup_log = published
     cluster.create_database("restored")
-    log = io.StringIO()
+    log = LogCapture()
     assert restore(cluster, staging, "r1", "b1", "restored", log) == ExitCode.SUCCESS, (
         log.getvalue()
     )
@@ -139,7 +136,7 @@ def test_round_trip_restores_every_row(
         "source", "SELECT count(*) FROM big_orders"
     )
     assert the_result(events(staging, "r1"))["status"] == "success"
-    no_password_anywhere(staging, log, io.StringIO(backup_log))
+    no_password_anywhere(staging, log, LogCapture(backup_log))
 
 
 def test_restore_refuses_a_database_that_is_not_empty(
@@ -158,7 +155,7 @@ def test_restore_refuses_a_database_that_is_not_empty(
         database = f"busy{i}"
         cluster.create_database(database)
         cluster.psql(database, sql)
-        log = io.StringIO()
+        log = LogCapture()
         code = restore(cluster, staging, f"busy-{i}", "b1", database, log)
         assert code == ExitCode.CANT_CREATE_OUTPUT, sql
         assert "is not empty" in the_result(events(staging, f"busy-{i}"))["error"]
@@ -184,7 +181,7 @@ def test_a_wrong_password_fails_without_showing_either(
     (tmp_path / "wrong").write_text(wrong)
     env = job_env(staging, "bad", **cluster.agent_env(BAQUP_PG_DATABASE="source"))
     env["BAQUP_PG_PASSWORD_FILE"] = str(tmp_path / "wrong")
-    log = io.StringIO()
+    log = LogCapture()
     assert run(env, log) == ExitCode.RESOURCE_UNAVAILABLE
     assert "password authentication failed" in the_result(events(staging, "bad"))["error"]
     assert wrong not in log.getvalue() and PASSWORD not in log.getvalue()

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import io
 import subprocess
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -18,20 +16,11 @@ from baqup_agent.bus import BusClient
 from baqup_agent.contract import LogLevel, Progress, ProgressUpdate
 from baqup_agent.keys import job_keys
 from baqup_agent.logger import Logger
+from baqup_agent.testing import LogCapture, cancel_message
 from tests.conftest import RedisServer, free_port, require_binary
 
 JOB = "job-bus-1"
 AGENT = "agent-bus-1"
-
-
-class LogCapture(io.StringIO):
-    """A log stream whose lines can be searched."""
-
-    def lines(self) -> list[str]:
-        return self.getvalue().splitlines()
-
-    def count(self, text: str) -> int:
-        return sum(text in line for line in self.lines())
 
 
 @pytest.fixture
@@ -75,14 +64,7 @@ def progress(i: int) -> Progress:
 
 def cancel(**fields: Any) -> bytes:
     """A valid cancel of ``JOB`` as JSON, with ``fields`` overriding its members."""
-    msg = {
-        "id": str(uuid.uuid4()),
-        "type": "cancel",
-        "job_id": JOB,
-        "timestamp": "2026-11-27T10:00:00Z",
-        "reason": "operator request",
-    }
-    return orjson.dumps(msg | fields)
+    return orjson.dumps(cancel_message(JOB, **fields))
 
 
 def progress_in_redis(url: str) -> list[ProgressUpdate]:

@@ -40,7 +40,8 @@ AGENT_ACL = [
 def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
     server = RedisServer(
         tmp_path_factory.mktemp("auth"),
-        extra_args=["--requirepass", ADMIN_PASSWORD, "--user", *AGENT_ACL],
+        password=ADMIN_PASSWORD,
+        extra_args=["--user", *AGENT_ACL],
     )
     server.start()
     yield server

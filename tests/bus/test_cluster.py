@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
-
 import orjson
 from redis.cluster import RedisCluster, key_slot
 
@@ -11,6 +9,7 @@ from baqup_agent.contract import AgentState, Cancel, ExitCode, HeartbeatIntent, 
 from baqup_agent.heartbeat import HeartbeatThread
 from baqup_agent.keys import job_keys
 from baqup_agent.reader import JobEvents
+from baqup_agent.testing import cancel_message
 from tests.bus.conftest import AGENT, BusFactory, Cluster, LogCapture, progress, wait_for
 
 
@@ -44,20 +43,7 @@ def test_a_whole_job_on_a_cluster(cluster: Cluster, make_bus: BusFactory, log: L
     wait_for(lambda: beats.beats >= 3, what="heartbeats")
     assert 0 < controller.pttl(keys.heartbeat) <= 150
 
-    controller.xadd(
-        keys.control,
-        {
-            "msg": orjson.dumps(
-                {
-                    "id": str(uuid.uuid4()),
-                    "type": "cancel",
-                    "job_id": job_id,
-                    "timestamp": "2026-11-27T10:00:00Z",
-                    "reason": "stop",
-                }
-            )
-        },
-    )
+    controller.xadd(keys.control, {"msg": orjson.dumps(cancel_message(job_id, reason="stop"))})
     wait_for(lambda: got, what="the cancel on the cluster")
     beats.set_intent(HeartbeatIntent.FAILING)
     beats.stop(timeout=2)

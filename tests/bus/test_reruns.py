@@ -8,7 +8,6 @@ verify gives 65 and leaves the result alone.
 
 from __future__ import annotations
 
-import io
 import os
 import signal
 import subprocess
@@ -23,9 +22,9 @@ import redis
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from baqup_agent.agent import run_job
 from baqup_agent.contract import ExitCode
 from baqup_agent.keys import EVENTS_FILE, SPOOL_SUBDIR, job_keys
+from baqup_agent.testing import run_agent
 from tests.agent.helpers import SAMPLE_AGENT, agent_command, job_env, process_env
 from tests.agent.sample_agent import SampleAgent
 from tests.conftest import RedisServer
@@ -35,9 +34,8 @@ JOB = "job-rerun-1"
 
 def run(env: dict[str, str]) -> tuple[int, str]:
     """Run one job in this process; its exit code and log."""
-    log = io.StringIO()
-    code = run_job(SampleAgent, environ=env, install_signals=False, log_stream=log)
-    return code, log.getvalue()
+    job = run_agent(SampleAgent, env)
+    return job.exit_code, job.log.getvalue()
 
 
 def stream(url: str, job: str = JOB) -> list[dict[str, Any]]:

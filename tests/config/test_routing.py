@@ -4,22 +4,17 @@ through the logger (formatted and redacted), and everything is put back afterwar
 from __future__ import annotations
 
 import gc
-import io
 import json
 import logging
 import sys
 import threading
 import warnings
-from typing import Any
 
 from baqup_agent.logger import Logger, LoggingBridge
 from baqup_agent.secret import Secret
+from baqup_agent.testing import LogCapture
 
 PW = 'r0ute\\d "pw"\n'
-
-
-def records(stream: io.StringIO) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in stream.getvalue().splitlines()]
 
 
 class _Dies:
@@ -32,7 +27,7 @@ def test_everything_python_prints_goes_through_the_logger() -> None:
     root = logging.getLogger()
     before = (list(root.handlers), root.level, logging.lastResort)
     hooks = (sys.excepthook, threading.excepthook, sys.unraisablehook)
-    stream = io.StringIO()
+    stream = LogCapture()
     with Logger("j", "a", stream=stream).route_python_output() as bridge:
         assert root.handlers == [bridge] and logging.lastResort is bridge
         logging.getLogger("psycopg").warning("dsn=postgres://u:%s@h/db", PW)
@@ -53,7 +48,7 @@ def test_everything_python_prints_goes_through_the_logger() -> None:
             sys.excepthook(type(exc), exc, exc.__traceback__)
     out = stream.getvalue()
     assert PW not in out and repr(PW)[1:-1] not in out and json.dumps(PW)[1:-1] not in out
-    got = records(stream)
+    got = stream.records()
     assert [r.get("logger") for r in got[:3]] == ["psycopg", "quiet.lib", "py.warnings"]
     assert got[3]["message"] == "uncaught exception in a thread"
     assert got[3]["exception"]["type"] == "KeyError"
@@ -66,7 +61,7 @@ def test_everything_python_prints_goes_through_the_logger() -> None:
 
 
 def test_a_thread_that_exits_normally_is_not_reported() -> None:
-    stream = io.StringIO()
+    stream = LogCapture()
     with Logger("j", "a", stream=stream).route_python_output():
         thread = threading.Thread(target=sys.exit)
         thread.start()

@@ -7,7 +7,6 @@ of events (the agent holds its job until the first progress line is written).
 
 from __future__ import annotations
 
-import io
 import json
 import threading
 from pathlib import Path
@@ -23,7 +22,8 @@ from baqup_agent.agent import Context, run_job
 from baqup_agent.contract import ExitCode
 from baqup_agent.logger import Logger
 from baqup_agent.progress import ProgressCounter, ProgressLog, format_bytes
-from tests.agent.helpers import ROOT, job_env, log_lines
+from baqup_agent.testing import LogCapture
+from tests.agent.helpers import ROOT, job_env
 
 DEFAULT = json.loads((ROOT / "schema" / "config.json").read_text())["properties"][
     "BAQUP_PROGRESS_LOG_INTERVAL"
@@ -38,8 +38,8 @@ class Clock:
         return self.now
 
 
-def progress_lines(stream: io.StringIO) -> list[dict[str, Any]]:
-    return [r for r in log_lines(stream) if r["message"].startswith("progress: ")]
+def progress_lines(stream: LogCapture) -> list[dict[str, Any]]:
+    return [r for r in stream.records() if r["message"].startswith("progress: ")]
 
 
 # one step: time passes, work is done, maybe a total becomes known
@@ -60,7 +60,7 @@ steps = st.lists(
 def test_a_line_is_due_each_interval_and_tells_the_truth(
     interval: float, steps: list[tuple[float, int, int, int | None, int | None]]
 ) -> None:
-    clock, counter, stream = Clock(), ProgressCounter(), io.StringIO()
+    clock, counter, stream = Clock(), ProgressCounter(), LogCapture()
     log = ProgressLog(counter, Logger("job-1", "agent-1", stream=stream), interval, clock=clock)
     last_line_at, last = clock.now, counter.snapshot()
     for advance, nbytes, items, bytes_total, items_total in steps:
@@ -92,7 +92,7 @@ def test_a_line_is_due_each_interval_and_tells_the_truth(
 
 
 def test_the_percentage_follows_bytes_then_items() -> None:
-    clock, counter, stream = Clock(), ProgressCounter(), io.StringIO()
+    clock, counter, stream = Clock(), ProgressCounter(), LogCapture()
     log = ProgressLog(counter, Logger("job-1", "agent-1", stream=stream), 10, clock=clock)
     counter.set_totals(items=200)
     counter.add(bytes=3 << 20, items=50)
@@ -111,7 +111,7 @@ def test_the_percentage_follows_bytes_then_items() -> None:
 
 @pytest.mark.parametrize("interval", [0, 0.0])
 def test_interval_zero_turns_the_lines_off(interval: float) -> None:
-    clock, stream = Clock(), io.StringIO()
+    clock, stream = Clock(), LogCapture()
     log = ProgressLog(ProgressCounter(), Logger("j", "a", stream=stream), interval, clock=clock)
     log.start()
     clock.now += 1e6
@@ -121,7 +121,7 @@ def test_interval_zero_turns_the_lines_off(interval: float) -> None:
 
 
 def test_the_last_message_is_shown_and_redacted() -> None:
-    clock, stream = Clock(), io.StringIO()
+    clock, stream = Clock(), LogCapture()
     password = Secret("hunter2-progress-canary")
     log = ProgressLog(ProgressCounter(), Logger("j", "a", stream=stream), 5, clock=clock)
     log.note(f"dumping table users with {password.reveal()}")
@@ -140,7 +140,7 @@ def test_format_bytes(n: int, text: str) -> None:
     assert format_bytes(n) == text
 
 
-class _Watched(io.StringIO):
+class _Watched(LogCapture):
     """A log stream that tells when a progress line was written."""
 
     def __init__(self) -> None:
@@ -175,7 +175,7 @@ def test_a_running_job_writes_progress_lines(tmp_path: Path) -> None:
     lines = progress_lines(stream)
     assert lines and lines[0]["bytes_done"] == 250 and lines[0]["percent"] == 25.0
     assert lines[0]["last_message"] == "first quarter"
-    messages = [r["message"] for r in log_lines(stream)]
+    messages = [r["message"] for r in stream.records()]
     # between "job started" and "job finished", never after
     started, finished = messages.index("job started"), messages.index("job finished")
     positions = [i for i, m in enumerate(messages) if m.startswith("progress: ")]
@@ -191,15 +191,15 @@ def test_the_default_interval_comes_from_the_schema(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("value", ["-1", "soon", "86401"])
 def test_a_bad_interval_is_a_config_error(tmp_path: Path, value: str) -> None:
-    stream = io.StringIO()
+    stream = LogCapture()
     env = job_env(tmp_path, BAQUP_PROGRESS_LOG_INTERVAL=value)
     assert run_job(Agent, environ=env, install_signals=False, log_stream=stream) == 64
-    errors = [r for r in log_lines(stream) if r.get("variable") == "BAQUP_PROGRESS_LOG_INTERVAL"]
+    errors = [r for r in stream.records() if r.get("variable") == "BAQUP_PROGRESS_LOG_INTERVAL"]
     assert errors, stream.getvalue()
 
 
 def test_lines_are_json_objects() -> None:
-    clock, stream = Clock(), io.StringIO()
+    clock, stream = Clock(), LogCapture()
     log = ProgressLog(ProgressCounter(), Logger("j", "a", stream=stream), 1, clock=clock)
     clock.now += 1
     log.tick()

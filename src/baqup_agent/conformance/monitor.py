@@ -14,13 +14,12 @@ import os
 import signal
 import subprocess
 import time
-import uuid
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from baqup_agent.conformance.inotify import TreeWatch
 from baqup_agent.conformance.observed import Message, Run, Snapshot, SuiteContext
+from baqup_agent.testing import cancel_message
 
 POLL_SECONDS = 0.005
 TTL_SAMPLE_SECONDS = 0.04
@@ -107,13 +106,7 @@ class Monitor:
             except ProcessLookupError:
                 return
         else:
-            cancel = {
-                "id": str(uuid.uuid4()),
-                "type": "cancel",
-                "job_id": run.job_id,
-                "timestamp": datetime.now(timezone.utc).isoformat().replace("+00:00", "Z"),
-                "reason": "baqup-agent conformance suite",
-            }
+            cancel = cancel_message(run.job_id, reason="baqup-agent conformance suite")
             text = json.dumps(cancel)
             if self.client is not None:
                 self.client.xadd(f"{self.key}:control", {"msg": text})

@@ -10,7 +10,7 @@ from baqup_agent.conformance.scenarios import Scenario
 
 if TYPE_CHECKING:
     from baqup_agent.conformance.inotify import Event
-    from baqup_agent.conformance.redis_server import LocalRedis
+    from baqup_agent.testing import RedisServer
 
 
 @dataclass
@@ -54,7 +54,7 @@ class SuiteContext:
     slow_env: dict[str, str]
     canaries: dict[str, str]  # variable -> canary value
     real_secrets: dict[str, str]  # variable -> its real value (passed on, searched)
-    redis: LocalRedis | None
+    redis: RedisServer | None
     closed_port: int
     cwd: str | None = None
     compare_command: list[str] | None = None  # judges the round trip instead of byte equality

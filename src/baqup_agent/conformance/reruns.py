@@ -71,12 +71,23 @@ def duplicate_refused(inp: CheckInput) -> Iterator[Finding]:
     """A duplicate started while the first run lives: exit 73, nothing of the job written."""
     ctx = inp.ctx
     first = new_run(DUPLICATE, ctx)
+    # the fixture the interrupted scenarios were sized with: a backup that lasts, so that
+    # a fast agent is not done before SIGSTOP (its duplicate would rightly exit 0)
+    first.fixture = next(
+        (r.fixture for n in _INTERRUPTED if (r := inp.all_runs.get(n)) and r.fixture), None
+    )
     first.env = build_env(first, ctx)
     live = _start(first, first.env, ctx)
     try:
         if not _wait_running(first, ctx, live):
             raise NotApplicable("the first backup never reported running")
-        os.killpg(live.pid, signal.SIGSTOP)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(live.pid, signal.SIGSTOP)
+        if live.poll() is not None or first.output.exists():
+            raise NotApplicable(
+                "the first backup ended before the duplicate could start",
+                how="make a backup last longer (--slow-env, or a larger --fixture)",
+            )
         before = _bus(first, ctx)
         dup_env = {**first.env, "BAQUP_AGENT_ID": f"{ctx.agent_id}-duplicate"}
         dup = _start(first, dup_env, ctx)
@@ -108,6 +119,9 @@ def duplicate_refused(inp: CheckInput) -> Iterator[Finding]:
         yield must("a refused duplicate wrote messages of the job", first, mine[0][:200])
     if after["result"] != before["result"]:
         yield must("a refused duplicate wrote the job's result key", first)
+
+
+_INTERRUPTED = ("sigterm", "cancel-spool", "cancel-redis")  # scenarios with a sized fixture
 
 
 def _start(run: Run, env: dict[str, str], ctx: SuiteContext) -> subprocess.Popen[bytes]:

@@ -21,7 +21,6 @@ from baqup_agent.conformance.checks.lifecycle import RACE
 from baqup_agent.conformance.fixture import make_default_fixture, scaled_fixture
 from baqup_agent.conformance.hostile import NotTar, hostile_copy, make_outside
 from baqup_agent.conformance.observed import Run, SuiteContext
-from baqup_agent.conformance.redis_server import LocalRedis, free_port
 from baqup_agent.conformance.report import (
     CheckResult,
     Finding,
@@ -35,6 +34,7 @@ from baqup_agent.conformance.runner import execute, new_run
 from baqup_agent.conformance.scenarios import BY_NAME as SCENARIOS_BY_NAME
 from baqup_agent.conformance.scenarios import SCENARIOS, Scenario
 from baqup_agent.conformance.schemas import warm_up
+from baqup_agent.testing import RedisServer, free_port
 
 SUITE_VARIABLES = frozenset(
     {"BAQUP_JOB_ID", "BAQUP_AGENT_ID", "BAQUP_ROLE", "BAQUP_STAGING_DIR", "BAQUP_RESTORE_SOURCE",
@@ -150,7 +150,7 @@ class Suite:
         parent = Path(opts.workdir or tempfile.gettempdir())
         parent.mkdir(parents=True, exist_ok=True)
         root = Path(tempfile.mkdtemp(prefix="baqup-conformance-", dir=parent))
-        redis: LocalRedis | None = None
+        redis: RedisServer | None = None
         threading.Thread(target=warm_up, daemon=True).start()
         try:
             ctx, redis_note = self._context(root)
@@ -183,8 +183,8 @@ class Suite:
         for var in opts.secret_vars:
             canaries[var] = make_canary(var.lower().replace("_", "-"))
         fixture = opts.fixture or make_default_fixture(root / "fixture")
-        redis: LocalRedis | None = None
-        binary = LocalRedis.find(opts.redis_server)
+        redis: RedisServer | None = None
+        binary = RedisServer.find(opts.redis_server)
         if opts.redis is False:
             note = "spool only (--no-redis): Redis scenarios waived"
         elif binary is None:
@@ -192,7 +192,9 @@ class Suite:
                 raise RuntimeError("redis-server not found and Redis was required")
             note = "spool only (redis-server not installed): Redis scenarios untested"
         else:
-            redis = LocalRedis(binary, root / "redis", canaries["BAQUP_REDIS_PASSWORD"])
+            redis = RedisServer(
+                root / "redis", password=canaries["BAQUP_REDIS_PASSWORD"], binary=binary
+            )
             redis.start()
             note = f"redis-server {redis.version} on 127.0.0.1:{redis.port}, and the spool"
         ctx = SuiteContext(
@@ -441,7 +443,7 @@ _HOW_NOT_TAR = (
 )
 
 
-def _dump_redis(redis: LocalRedis) -> list[tuple[str, str]]:
+def _dump_redis(redis: RedisServer) -> list[tuple[str, str]]:
     """Every key of the suite's Redis with its content as text (for the secrets check)."""
     client = redis.client()
     out: list[tuple[str, str]] = []
