@@ -7,16 +7,20 @@ password (SCRAM) authentication only, fsync off (nothing here must survive a cra
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tests.conftest import free_port
+import pytest
+
+from tests.conftest import IN_CI, free_port
 
 
 def find_bin_dir() -> Path | None:
@@ -142,6 +146,40 @@ class Cluster:
             result[table] = (int(count), digest)
         return result
 
+    @contextlib.contextmanager
+    def locked(self, database: str, table: str) -> Iterator[None]:
+        """Another session holds an exclusive lock on ``table`` until the block ends: a
+        pg_dump of ``database`` waits on it mid-way."""
+        locker = subprocess.Popen(
+            [self.bin / "psql", "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            env=self.client_env(database),
+            text=True,
+        )
+        assert locker.stdin is not None and locker.stdout is not None
+        try:
+            locker.stdin.write(
+                f"BEGIN; LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE; SELECT 'locked';\n"
+            )
+            locker.stdin.flush()
+            assert locker.stdout.readline().strip() == "locked"
+            yield
+        finally:
+            locker.stdin.close()
+            locker.kill()
+            locker.wait()
+
+    def waiting_on_a_lock(self, application: str) -> int:
+        """Sessions with ``application_name`` = ``application`` waiting on a lock."""
+        return int(
+            self.psql(
+                "postgres",
+                "SELECT count(*) FROM pg_stat_activity "
+                f"WHERE application_name = '{application}' AND wait_event_type = 'Lock'",
+            )
+        )
+
     def sessions(self, application: str) -> int:
         """Sessions open with ``application_name`` = ``application``."""
         return int(
@@ -181,3 +219,23 @@ CREATE FUNCTION order_total(c int) RETURNS numeric LANGUAGE sql
 
 
 SAMPLE_TABLES = ("customers", "orders", "blobs", "events")
+
+
+@contextlib.contextmanager
+def sample_cluster(password: str) -> Iterator[Cluster]:
+    """A running cluster whose database ``source`` holds ``sample_sql()``, stopped after.
+
+    Skips locally without PostgreSQL; fails in CI (``.ci/run`` must install it).
+    """
+    bin_dir = find_bin_dir()
+    if bin_dir is None:
+        if IN_CI:
+            pytest.fail("PostgreSQL is not installed; .ci/run must install it")
+        pytest.skip("PostgreSQL not installed")
+    cluster = Cluster.start(bin_dir, password)
+    try:
+        cluster.create_database("source")
+        cluster.psql("source", sample_sql())
+        yield cluster
+    finally:
+        cluster.stop()

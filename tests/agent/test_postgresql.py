@@ -32,9 +32,8 @@ from tests.agent.helpers import (
     process_env,
     the_result,
 )
-from tests.agent.pg_cluster import SAMPLE_TABLES, Cluster, find_bin_dir, sample_sql
+from tests.agent.pg_cluster import SAMPLE_TABLES, Cluster, sample_cluster
 from tests.agent.test_child import gone
-from tests.conftest import IN_CI
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -47,18 +46,8 @@ PASSWORD = "p@ss:wo\\rd' \"$x%2F"
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[Cluster]:
-    bin_dir = find_bin_dir()
-    if bin_dir is None:
-        if IN_CI:
-            pytest.fail("PostgreSQL is not installed; .ci/run must install it")
-        pytest.skip("PostgreSQL not installed")
-    cluster = Cluster.start(bin_dir, PASSWORD)
-    try:
-        cluster.create_database("source")
-        cluster.psql("source", sample_sql())
+    with sample_cluster(PASSWORD) as cluster:
         yield cluster
-    finally:
-        cluster.stop()
 
 
 def run(env: dict[str, str], log: LogCapture | None = None) -> int:
@@ -257,48 +246,31 @@ def test_cancel_mid_dump_leaves_no_process_and_no_session(
         staging, "c1", **cluster.agent_env(BAQUP_PG_DATABASE="source", BAQUP_GRACE_PERIOD=20)
     )
     # A session holding a lock pg_dump needs: the dump waits mid-way until cancelled.
-    locker = subprocess.Popen(
-        [cluster.bin / "psql", "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1"],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        env=cluster.client_env("source"),
-        text=True,
-    )
-    assert locker.stdin is not None and locker.stdout is not None
-    locker.stdin.write("BEGIN; LOCK TABLE orders IN ACCESS EXCLUSIVE MODE; SELECT 'locked';\n")
-    locker.stdin.flush()
-    assert locker.stdout.readline().strip() == "locked"
-    agent = subprocess.Popen(
-        [sys.executable, str(PG_AGENT)], env=process_env(env), stderr=subprocess.PIPE
-    )
-    try:
-        deadline = time.monotonic() + 60
-        waiting = "0"
-        while time.monotonic() < deadline and waiting == "0":
-            waiting = cluster.psql(
-                "postgres",
-                "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'baqup-pg_dump' "
-                "AND wait_event_type = 'Lock'",
-            )
-            time.sleep(0.05)
-        assert waiting == "1", "pg_dump never waited on the lock"
-        dumpers = _pg_dump_children(agent.pid)
-        assert len(dumpers) == 1
-        agent.send_signal(signal.Signals[how])
-        _, err = agent.communicate(timeout=60)
-        assert agent.returncode == (1 if how == "SIGTERM" else -signal.SIGKILL), err.decode()
-        assert gone(dumpers[0])
-        # The lock is still held: the server drops the session because the client left.
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline and cluster.sessions("baqup-pg_dump"):
-            time.sleep(0.1)
-        assert cluster.sessions("baqup-pg_dump") == 0
-    finally:
-        agent.kill()
-        agent.wait()
-        locker.stdin.close()
-        locker.kill()
-        locker.wait()
+    with cluster.locked("source", "orders"):
+        agent = subprocess.Popen(
+            [sys.executable, str(PG_AGENT)], env=process_env(env), stderr=subprocess.PIPE
+        )
+        try:
+            deadline = time.monotonic() + 60
+            waiting = 0
+            while time.monotonic() < deadline and waiting == 0:
+                waiting = cluster.waiting_on_a_lock("baqup-pg_dump")
+                time.sleep(0.05)
+            assert waiting == 1, "pg_dump never waited on the lock"
+            dumpers = _pg_dump_children(agent.pid)
+            assert len(dumpers) == 1
+            agent.send_signal(signal.Signals[how])
+            _, err = agent.communicate(timeout=60)
+            assert agent.returncode == (1 if how == "SIGTERM" else -signal.SIGKILL), err.decode()
+            assert gone(dumpers[0])
+            # The lock is still held: the server drops the session because the client left.
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline and cluster.sessions("baqup-pg_dump"):
+                time.sleep(0.1)
+            assert cluster.sessions("baqup-pg_dump") == 0
+        finally:
+            agent.kill()
+            agent.wait()
     assert not (staging / "c1").exists()
     if how == "SIGTERM":
         assert the_result(events(staging, "c1"))["status"] == "cancelled"

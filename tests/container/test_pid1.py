@@ -1,15 +1,21 @@
 """The example agents as containers run them: PID 1 of a new PID namespace, as
 ``nobody``, with a read-only root filesystem, the source and the restore source
-mounted read-only, and the Redis password and URL only in files (``*_FILE``).
+mounted read-only, and the Redis password and URL (and the PostgreSQL password) only
+in files (``*_FILE``).
 
 Backup and restore complete; a SIGTERM sent from outside the namespace (as the
 container runtime sends it) cancels the job within the grace period, also when the job
 is inside one long call; orphaned grandchildren are reaped while the job runs (no
 zombie in the namespace, checked in /proc); the password appears in no output.
+
+The PostgreSQL example runs against a real server (``tests/agent/pg_cluster.py``):
+backup and restore through pg_dump and pg_restore, and a SIGTERM while pg_dump waits on
+a lock another session holds, which must stop pg_dump, not leave it behind.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import shutil
@@ -20,7 +26,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +37,8 @@ import redis
 from baqup_agent.keys import MESSAGE_FIELD, job_keys
 from tests.agent.helpers import EXAMPLES as EXAMPLES_DIR
 from tests.agent.helpers import FS_AGENT, SQLITE_AGENT, assert_complete_output
+from tests.agent.pg_cluster import SAMPLE_TABLES, Cluster, sample_cluster
+from tests.agent.test_child import gone
 from tests.conftest import RedisServer
 from tests.container.namespace import (
     NOBODY,
@@ -44,6 +52,9 @@ from tests.container.namespace import (
 
 GATED = Path(__file__).resolve().parent / "gated_agent.py"
 WAIT = 60.0  # seconds: only a bound for a run that hangs, never a timing assertion
+PG_AGENT = EXAMPLES_DIR / "postgresql_agent" / "agent.py"
+# Passfile- and JSON-special characters: escaped forms are searched for too.
+PG_PASSWORD = f"pg:{secrets.token_hex(8)}\\' \"$x"
 
 demo = load_module(EXAMPLES_DIR / "demo.py")  # make_sample, compare_trees
 
@@ -55,12 +66,26 @@ class Box:
     root: Path
     redis: RedisServer
     password: str
+    watched: list[str] = field(default_factory=list)  # secrets no output may hold
 
     def path(self, name: str, *, owner: int = NOBODY.pw_uid) -> Path:
         path = self.root / name
         path.mkdir(exist_ok=True)
         os.chown(path, owner, NOBODY.pw_gid)
         return path
+
+    def add_secret(self, name: str, value: str, *, watch: bool = True) -> Path:
+        """``secrets/NAME`` holding ``value`` and a newline, laid out as a Kubernetes
+        secret volume (a link through ``..data``, mode 0440 for ``nobody``'s group)."""
+        secrets_dir = self.root / "secrets"
+        file = secrets_dir / "..data" / name
+        file.write_text(value + "\n")
+        os.chown(file, 0, NOBODY.pw_gid)
+        file.chmod(0o440)  # defaultMode 0440 with fsGroup
+        (secrets_dir / name).symlink_to(f"..data/{name}")
+        if watch:
+            self.watched.append(value)
+        return secrets_dir / name
 
     def env(self, job_id: str, role: str, **extra: object) -> dict[str, str]:
         secrets_dir = self.root / "secrets"
@@ -108,14 +133,15 @@ class Box:
         return result
 
     def assert_no_secret(self) -> None:
-        """The password is in its secret file and nowhere else: no log, output, spool
-        file, nor any message on the bus."""
-        pw = self.password.encode()
+        """The passwords are in their secret files and nowhere else: no log, output,
+        spool file, nor any message on the bus (also JSON- or repr-escaped)."""
+        forms = {f for pw in self.watched for f in (pw, json.dumps(pw)[1:-1], repr(pw)[1:-1])}
         for path in self.root.rglob("*"):
             if path.is_file() and "secrets" not in path.relative_to(self.root).parts:
-                assert pw not in path.read_bytes(), f"the password leaked into {path}"
+                data = path.read_bytes()
+                assert not any(f.encode() in data for f in forms), f"a password leaked into {path}"
         for job in ("b1", "r1", "g1", "t1", "s1"):
-            assert all(self.password not in str(m) for m in self.messages(job))
+            assert not any(f in str(m) for m in self.messages(job) for f in forms)
 
 
 @pytest.fixture
@@ -135,11 +161,8 @@ def box() -> Iterator[Box]:
         version = secrets_dir / "..2026_11_30_00_00_00.000000000"
         version.mkdir()
         (secrets_dir / "..data").symlink_to(version.name)
-        for name, value in (("redis-url", server.url), ("redis-password", password + "\n")):
-            (version / name).write_text(value)
-            os.chown(version / name, 0, NOBODY.pw_gid)
-            (version / name).chmod(0o440)  # defaultMode 0440 with fsGroup
-            (secrets_dir / name).symlink_to(f"..data/{name}")
+        b.add_secret("redis-url", server.url, watch=False)
+        b.add_secret("redis-password", password)
         yield b
     finally:
         server.stop(kill=True)
@@ -290,14 +313,12 @@ def test_orphans_are_reaped_while_the_job_runs(box: Box, example: Example) -> No
     box.assert_no_secret()
 
 
-def sigterm_gated_backup(
-    box: Box, example: Example, job_id: str, **extra: object
+def sigterm_pid1(
+    box: Box, proc: subprocess.Popen[bytes], init: int, job_id: str, grace: float
 ) -> dict[str, Any]:
-    """SIGTERM to PID 1 of a gated backup (from outside the namespace, as ``docker stop``
-    sends it); the job must end cancelled (exit 1) with nothing published. Returns the
-    result message."""
-    grace = 3.0
-    proc, init, _ = start_gated(box, example, job_id, BAQUP_GRACE_PERIOD=grace, **extra)
+    """SIGTERM to PID 1 (host pid ``init``) of a running backup, from outside the
+    namespace as ``docker stop`` sends it; the job must end cancelled (exit 1) with
+    nothing published. Returns the result message."""
     try:
         assert children(init), "the agent runs under PID 1"
         sent = time.monotonic()
@@ -317,6 +338,15 @@ def sigterm_gated_backup(
     assert not list((box.root / "staging").glob(f".staging/{job_id}*"))
     box.assert_no_secret()
     return result
+
+
+def sigterm_gated_backup(
+    box: Box, example: Example, job_id: str, **extra: object
+) -> dict[str, Any]:
+    """SIGTERM to PID 1 of a gated backup waiting at its gate (``sigterm_pid1``)."""
+    grace = 3.0
+    proc, init, _ = start_gated(box, example, job_id, BAQUP_GRACE_PERIOD=grace, **extra)
+    return sigterm_pid1(box, proc, init, job_id, grace)
 
 
 def test_sigterm_to_pid1_cancels_at_the_next_checkpoint(box: Box, example: Example) -> None:
@@ -342,3 +372,84 @@ def test_pid1_exits_with_128_plus_the_signal_that_killed_the_job(box: Box) -> No
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+# -- PostgreSQL: child processes of the job --------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def pg() -> Iterator[Cluster]:
+    require_namespaces()  # before the cluster's start-up, which is the slow part
+    with sample_cluster(PG_PASSWORD) as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def pg_password_file(box: Box) -> Path:
+    """The PostgreSQL password in the box's secret volume (watched like Redis')."""
+    return box.add_secret("pg-password", PG_PASSWORD)
+
+
+def pg_env(
+    box: Box, pg: Cluster, job_id: str, role: str, database: str, **extra: object
+) -> dict[str, str]:
+    """The PostgreSQL agent's environment, its password from the box's secret volume
+    (``pg_password_file``)."""
+    password_file = box.root / "secrets" / "pg-password"
+    return box.env(
+        job_id,
+        role,
+        **pg.agent_env(BAQUP_PG_DATABASE=database, BAQUP_PG_PASSWORD_FILE=password_file),
+        **extra,
+    )
+
+
+@pytest.mark.usefixtures("pg_password_file")
+def test_postgresql_backup_and_restore_as_pid1(box: Box, pg: Cluster) -> None:
+    python = [sys.executable, str(PG_AGENT)]
+    env = pg_env(box, pg, "b1", "backup", "source")
+    assert run(box, python, env, [], "backup") == 0, box.output("backup")
+    output = box.root / "staging" / "b1"
+    assert_complete_output(output)
+    assert output.stat().st_uid == NOBODY.pw_uid
+    assert box.result("b1")["status"] == "success"
+
+    pg.create_database("pid1_restored")
+    env = pg_env(box, pg, "r1", "restore", "pid1_restored", BAQUP_RESTORE_SOURCE=output)
+    assert run(box, python, env, [output], "restore") == 0, box.output("restore")
+    assert box.result("r1")["status"] == "success"
+    assert pg.fingerprint("pid1_restored", SAMPLE_TABLES) == pg.fingerprint("source", SAMPLE_TABLES)
+    box.assert_no_secret()
+
+
+@pytest.mark.usefixtures("pg_password_file")
+def test_sigterm_to_pid1_stops_a_pg_dump_waiting_on_a_lock(box: Box, pg: Cluster) -> None:
+    grace = 6.0
+    env = pg_env(box, pg, "t1", "backup", "source", BAQUP_GRACE_PERIOD=grace)
+    with pg.locked("source", "orders"):  # pg_dump waits on it mid-way
+        proc = box.start([sys.executable, str(PG_AGENT)], env, [], "t1")
+        try:
+            init = wait_for_init(proc)
+
+            def dump_waits() -> bool:
+                return pg.waiting_on_a_lock("baqup-pg_dump") > 0 or proc.poll() is not None
+
+            wait_until(dump_waits, "pg_dump to wait on the lock")
+            assert proc.poll() is None, box.output("t1")
+            procs = namespace_processes(init)
+            (agent,) = children(init)
+            (dumper,) = [p for p in procs if p.name == "pg_dump"]
+            assert children(agent) == [dumper.host_pid]  # the job's own child, not an orphan
+            assert [p for p in procs if p.state == "Z"] == []  # psql and pg_dump --version
+            assert all(p.uid == NOBODY.pw_uid for p in procs)
+            result = sigterm_pid1(box, proc, init, "t1", grace)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        assert gone(dumper.host_pid)
+        assert namespace_processes(init) == []
+        # The lock is still held: the session ends because pg_dump did, not by the lock.
+        wait_until(lambda: pg.sessions("baqup-pg_dump") == 0, "pg_dump's session to end")
+    assert "grace period expired" not in result["error"]
+    assert "did not stop on SIGTERM" not in box.output("t1")  # stopped, not SIGKILLed
