@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, BinaryIO, ClassVar, NoReturn, cast
 
 from baqup_agent.contract import AgentState, ExitCode, HeartbeatIntent, ResultStatus, Role
-from baqup_agent.contract.tables import EXIT_CODES
+from baqup_agent.contract.tables import AGENT_ID_PATTERN, EXIT_CODES, JOB_ID_PATTERN
 from baqup_agent.errors import (
     Cancelled,
     ConfigError,
@@ -65,8 +65,6 @@ PROGRESS_INTERVAL = 1.0
 
 HEARTBEAT_STOP_TIMEOUT = 10.0
 """Seconds to wait for a heartbeat in flight before the final state and result go out."""
-
-_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")  # common.json JobId/AgentId
 
 
 class Agent:
@@ -777,12 +775,17 @@ def _log_failure(
 def _config_error_logger(environ: Mapping[str, str], stream: IO[str] | None) -> Logger:
     """A logger for configuration errors, built from whatever the environment gives."""
 
-    def ident(name: str) -> str:
+    def ident(name: str, pattern: str) -> str:
         value = environ.get(name, "")
-        return value if _ID_PATTERN.fullmatch(value) else "unknown"
+        return value if re.fullmatch(pattern, value) else "unknown"
 
     fmt = "text" if environ.get("BAQUP_LOG_FORMAT") == "text" else "json"
-    return Logger(ident("BAQUP_JOB_ID"), ident("BAQUP_AGENT_ID"), format=fmt, stream=stream)
+    return Logger(
+        ident("BAQUP_JOB_ID", JOB_ID_PATTERN),
+        ident("BAQUP_AGENT_ID", AGENT_ID_PATTERN),
+        format=fmt,
+        stream=stream,
+    )
 
 
 def run_job(

@@ -45,6 +45,7 @@ from baqup_agent.contract import (
     ResultStatus,
     StateChange,
 )
+from baqup_agent.contract.wire import EVENTS_STREAM_MAXLEN, HEARTBEAT_TTL_INTERVALS
 from baqup_agent.control import ControlListener
 from baqup_agent.errors import ConfigError, IOFailure, summarize
 from baqup_agent.keys import (
@@ -88,7 +89,7 @@ __all__ = [
 
 AgentMessage = StateChange | Heartbeat | ProgressUpdate | Result
 
-STREAM_MAXLEN = 100_000
+STREAM_MAXLEN = EVENTS_STREAM_MAXLEN
 """Approximate cap of the events stream: far above a job's traffic (a heartbeat every
 10 s for a week is 60,480 entries) while bounding a runaway agent's memory use."""
 REPLAY_BATCH = 500
@@ -213,7 +214,7 @@ class BusClient:
     @property
     def heartbeat_ttl(self) -> float:
         """Seconds the heartbeat key lives: BAQUP_HEARTBEAT_TTL or three intervals."""
-        return self._heartbeat_ttl or 3 * self.heartbeat_interval
+        return self._heartbeat_ttl or HEARTBEAT_TTL_INTERVALS * self.heartbeat_interval
 
     def send_state_change(
         self,
@@ -247,7 +248,7 @@ class BusClient:
         the TTL is BAQUP_HEARTBEAT_TTL, or three intervals when that is unset.
         """
         interval = interval or self.heartbeat_interval
-        ttl = self._heartbeat_ttl or 3 * interval
+        ttl = self._heartbeat_ttl or HEARTBEAT_TTL_INTERVALS * interval
         self._publish(
             lambda head: Heartbeat(
                 **head,
@@ -552,7 +553,10 @@ class BusClient:
                 to_state=AgentState.INITIALIZING,
             )
         except ValidationError as exc:
-            problems = "; ".join(f"{e['loc'][0]}: {e['msg']}" for e in exc.errors())
+            problems = "; ".join(
+                f"{e['loc'][0]}: {e['msg']}"  # not-a-schema-value: pydantic's error text
+                for e in exc.errors()
+            )
             raise ConfigError(f"invalid bus identifiers: {problems}") from exc
 
     def _register_secrets(self) -> None:

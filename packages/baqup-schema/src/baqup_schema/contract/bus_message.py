@@ -5,9 +5,8 @@ from __future__ import annotations
 from enum import Enum
 from typing import Annotated, Any, Literal
 
-from baqup_agent.contract._types import UtcTimestamp
 from baqup_schema._base import ContractModel
-from baqup_schema.contract._types import MessageId, Timestamp
+from baqup_schema._types import MessageId, Timestamp, UtcTimestamp
 from pydantic import ConfigDict, Field, RootModel
 
 from . import agent_state, common

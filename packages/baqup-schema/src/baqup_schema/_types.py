@@ -1,11 +1,12 @@
-{{ header }}
 """String formats checked as strictly as JSON Schema checks them (schema/common.json).
+
+Hand-written (the generator cannot express these checks): the schemas name these types
+with ``customTypePath``, so the generated models import them from here.
 
 pydantic's UUID also takes hex without dashes, braces and ``urn:uuid:`` forms, and its
 datetime takes a space for the ``T``, lower-case letters and unix timestamps in strings;
 the schemas' formats (RFC 9562 and RFC 3339) do not. These types keep the Python objects
-(``UUID``, aware ``datetime``) and first require the text form the format allows. The
-schemas name them with ``customTypePath``.
+(``UUID``, aware ``datetime``) and first require the text form the format allows.
 """
 
 from __future__ import annotations
