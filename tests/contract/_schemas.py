@@ -26,6 +26,7 @@ from baqup_agent import contract
 from baqup_agent.contract.common import Common
 from baqup_agent.contract.wire import STREAM_FIELD
 from baqup_schema import _types
+from baqup_schema.contract_schemas import format_checker
 
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMA_DIR = ROOT / "schema"
@@ -35,7 +36,9 @@ SCHEMAS: dict[str, dict[str, Any]] = {
 REGISTRY: Registry = Registry().with_resources(
     (s["$id"], Resource.from_contents(s)) for s in SCHEMAS.values()
 )
-FORMAT_CHECKER = Draft202012Validator.FORMAT_CHECKER
+# the runtime's own checker (jsonschema's formats plus path and hostname), so that the
+# reference validator judges as load_config does
+FORMAT_CHECKER = format_checker()
 
 # keywords that annotate and do not validate; hypothesis-jsonschema need not see them
 _ANNOTATIONS = {"$id", "$schema", "$defs", "title", "description", "examples", "default"}
@@ -251,6 +254,8 @@ _BAD_FORMAT: dict[str, list[str]] = {
         "0b6a3f0e8d7e4a539a4c2a1e5f0c9d11",
         "{0b6a3f0e-8d7e-4a53-9a4c-2a1e5f0c9d11}",
     ],
+    # what the runtime refuses and a plain str would take
+    "path": ["", "a\x00b", "/" + "a" * 4096],
 }
 
 Edit = tuple[str, tuple[Any, ...], Any]

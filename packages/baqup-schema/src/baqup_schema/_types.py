@@ -18,6 +18,8 @@ from uuid import UUID
 
 from pydantic import AfterValidator, AwareDatetime, BeforeValidator, Strict
 
+from baqup_schema.contract_schemas import is_path
+
 
 def _text_or(python_type: type, pattern: str, what: str) -> BeforeValidator:
     """Let ``python_type`` objects through; require other input to be matching text."""
@@ -75,3 +77,13 @@ UtcTimestamp = Annotated[
     AfterValidator(_utc),
 ]
 """common.json#/$defs/UtcTimestamp: format date-time ending in Z (bus messages)."""
+
+
+def _path(value: str) -> str:
+    if not is_path(value):
+        raise ValueError("Input should be a path: not empty, no NUL, at most 4096 characters")
+    return value
+
+
+PathText = Annotated[str, AfterValidator(_path)]
+"""format path (config.json): the text of a path, checked as the runtime checks it."""
