@@ -32,7 +32,11 @@ SPOOL_OPS = 2000
 
 
 def _config(url: str | None, job: str) -> dict[str, object]:
-    config: dict[str, object] = {"BAQUP_JOB_ID": job, "BAQUP_AGENT_ID": "bench-agent"}
+    config: dict[str, object] = {
+        "BAQUP_JOB_ID": job,
+        "BAQUP_AGENT_ID": "bench-agent",
+        "BAQUP_ROLE": "backup",
+    }
     if url:
         config["BAQUP_REDIS_URL"] = url
     return config

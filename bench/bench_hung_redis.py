@@ -68,6 +68,7 @@ def _hang(server: RedisServer, seconds: float, tmp: Path) -> bool:
     config = {
         "BAQUP_JOB_ID": job,
         "BAQUP_AGENT_ID": "bench-agent",
+        "BAQUP_ROLE": "backup",
         "BAQUP_REDIS_URL": server.url,
         "BAQUP_HEARTBEAT_INTERVAL": INTERVAL,
         "BAQUP_HEARTBEAT_TTL": TTL,

@@ -21,7 +21,6 @@ from __future__ import annotations
 import contextlib
 import inspect
 import os
-import re
 import signal
 import sys
 import threading
@@ -65,8 +64,6 @@ PROGRESS_INTERVAL = 1.0
 
 HEARTBEAT_STOP_TIMEOUT = 10.0
 """Seconds to wait for a heartbeat in flight before the final state and result go out."""
-
-_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")  # common.json JobId/AgentId
 
 
 class Agent:
@@ -296,7 +293,7 @@ class Context:
         return self.staging.artifact(
             filename,
             compression=compression,
-            algorithm=algorithm or str(self.config["BAQUP_CHECKSUM_ALGORITHM"]),
+            algorithm=algorithm or self.config.settings.checksum_algorithm,
             level=level,
             threads=threads,
             progress=self._progress if count_progress else None,
@@ -385,13 +382,14 @@ class _Job:
         self.agent = agent
         self.early_signals = early_signals
         self.config = config
+        self.settings = settings = config.settings
         self.started = started
-        self.role = config.role
+        self.role = settings.role
         self.logger = Logger(
-            config.job_id,
-            config.agent_id,
-            level=str(config["BAQUP_LOG_LEVEL"]),
-            format=str(config["BAQUP_LOG_FORMAT"]),
+            settings.job_id,
+            settings.agent_id,
+            level=settings.log_level,
+            format=settings.log_format,
             stream=log_stream,
         )
         self.install_signals = install_signals
@@ -420,7 +418,7 @@ class _Job:
             return failed
 
         try:
-            self.job_lock = JobLock(self.config["BAQUP_STAGING_DIR"], self.config.job_id)
+            self.job_lock = JobLock(self.settings.staging_dir, self.settings.job_id)
             self.job_lock.acquire()
         except Exception as exc:  # stderr only: the bus belongs to the run holding it
             summary = classify(exc)
@@ -431,7 +429,7 @@ class _Job:
             )
             return int(summary.exit_code)
         try:
-            if os.path.lexists(Path(self.config["BAQUP_STAGING_DIR"]) / self.config.job_id):
+            if os.path.lexists(self.settings.staging_dir / self.settings.job_id):
                 return self._rerun()
             return self._run()
         finally:
@@ -465,7 +463,7 @@ class _Job:
             if failed is not None:
                 return failed
         try:
-            self.bus = BusClient(self.config, self.logger)
+            self.bus = BusClient(self.settings, self.logger)
         except Exception as exc:  # no bus, so no report: the exit code is all there is
             summary = classify(exc)
             _log_failure(self.logger, "could not set up the bus", exc, summary, fatal=True)
@@ -478,13 +476,13 @@ class _Job:
         from baqup_agent.errors import DataError
         from baqup_agent.restore import PublishedOutput
 
-        output = Path(self.config["BAQUP_STAGING_DIR"]) / self.config.job_id
+        output = self.settings.staging_dir / self.settings.job_id
         try:
             published = PublishedOutput.open(output)
-            if published.manifest.job_id != self.config.job_id:
+            if published.manifest.job_id != self.settings.job_id:
                 raise DataError(
                     f"{output} holds the output of job {published.manifest.job_id}, "
-                    f"not {self.config.job_id}"
+                    f"not {self.settings.job_id}"
                 )
             published.verify()
         except Exception as exc:
@@ -533,7 +531,7 @@ class _Job:
             return failed
         self.machine = StateMachine(on_change=self._send_state)
         self.cancellation = Cancellation(
-            float(self.config["BAQUP_GRACE_PERIOD"]),
+            self.settings.grace_period,
             self.logger,
             on_request=self._on_cancel_request,
             on_force_exit=self._force_exit,
@@ -541,14 +539,14 @@ class _Job:
         )
         self.heartbeat = HeartbeatThread(
             self.bus,
-            self.config.agent_id,
-            float(self.config["BAQUP_HEARTBEAT_INTERVAL"]),
+            self.settings.agent_id,
+            self.settings.heartbeat_interval,
             self.logger,
             state=lambda: self.machine.state,
             progress=self.progress.snapshot,
         )
         self.progress_log = ProgressLog(
-            self.progress, self.logger, float(self.config["BAQUP_PROGRESS_LOG_INTERVAL"])
+            self.progress, self.logger, self.settings.progress_log_interval
         )
         # once the heartbeat exists (a request sets its intent); until then the start-up
         # recorder keeps the signals in early_signals
@@ -615,8 +613,8 @@ class _Job:
             from baqup_agent.staging import Staging
 
             self.staging = Staging(
-                self.config["BAQUP_STAGING_DIR"],
-                self.config.job_id,
+                self.settings.staging_dir,
+                self.settings.job_id,
                 self.logger,
                 job_lock=self.job_lock,
             )
@@ -624,7 +622,9 @@ class _Job:
         else:
             from baqup_agent.restore import PublishedOutput
 
-            source = PublishedOutput.open(Path(self.config["BAQUP_RESTORE_SOURCE"]))
+            # a restore has a source: config.json requires it with the role
+            assert self.settings.restore_source is not None
+            source = PublishedOutput.open(self.settings.restore_source)
         return Context(
             config=self.config,
             logger=self.logger,
@@ -804,12 +804,10 @@ def _log_failure(
 def _config_error_logger(environ: Mapping[str, str], stream: IO[str] | None) -> Logger:
     """A logger for configuration errors, built from whatever the environment gives."""
 
-    def ident(name: str) -> str:
-        value = environ.get(name, "")
-        return value if _ID_PATTERN.fullmatch(value) else "unknown"
+    from baqup_agent.config import fallback_identity
 
-    fmt = "text" if environ.get("BAQUP_LOG_FORMAT") == "text" else "json"
-    return Logger(ident("BAQUP_JOB_ID"), ident("BAQUP_AGENT_ID"), format=fmt, stream=stream)
+    job_id, agent_id, fmt = fallback_identity(environ)
+    return Logger(job_id, agent_id, format=fmt, stream=stream)
 
 
 def run_job(

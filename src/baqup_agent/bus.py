@@ -30,11 +30,10 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import orjson
-from pydantic import ValidationError
 
+from baqup_agent.config import JobSettings, bus_environment, job_settings
 from baqup_agent.contract import (
     AgentState,
-    BaseConfig,
     Cancel,
     ExitCode,
     Heartbeat,
@@ -45,13 +44,13 @@ from baqup_agent.contract import (
     ResultStatus,
     StateChange,
 )
+from baqup_agent.contract.wire import EVENTS_STREAM_MAXLEN
 from baqup_agent.control import ControlListener
 from baqup_agent.errors import ConfigError, IOFailure, summarize
 from baqup_agent.keys import (
     MESSAGE_FIELD,
     RESULT_TTL_SECONDS,
     JobKeys,
-    default_spool_dir,
     job_keys,
 )
 from baqup_agent.redaction import REDACTOR, escape_surrogates
@@ -88,7 +87,7 @@ __all__ = [
 
 AgentMessage = StateChange | Heartbeat | ProgressUpdate | Result
 
-STREAM_MAXLEN = 100_000
+STREAM_MAXLEN = EVENTS_STREAM_MAXLEN
 """Approximate cap of the events stream: far above a job's traffic (a heartbeat every
 10 s for a week is 60,480 entries) while bounding a runaway agent's memory use."""
 REPLAY_BATCH = 500
@@ -100,13 +99,9 @@ never more than ``command_timeout``). Past it the message goes to the spool and 
 background thread takes over: reconnecting, replaying, logging the outage."""
 
 
-def _reveal(value: Any) -> str | None:
-    """A config value as text; Secrets are revealed (only for connecting)."""
-    if value is None or value == "":
-        return None
-    if isinstance(value, Secret):
-        return value.reveal()
-    return str(value)
+def _reveal(value: Secret | None) -> str | None:
+    """A secret setting as text (only for connecting); empty counts as unset."""
+    return (value.reveal() or None) if value is not None else None
 
 
 def _now() -> datetime:
@@ -116,18 +111,18 @@ def _now() -> datetime:
 class BusClient:
     """The agent's side of the bus for one job.
 
-    ``config`` is the mapping ``load_config`` returns (values may be ``Secret``):
-    ``BAQUP_JOB_ID``, ``BAQUP_AGENT_ID``, optional ``BAQUP_REDIS_URL`` and
-    ``BAQUP_REDIS_PASSWORD``, ``BAQUP_STAGING_DIR`` / ``BAQUP_SPOOL_DIR``,
-    ``BAQUP_HEARTBEAT_INTERVAL`` and ``BAQUP_HEARTBEAT_TTL`` (default: three
-    intervals). The ``send_*`` methods are thread-safe and never raise because Redis
-    is down; they raise ``IOFailure`` only when a message could be written neither to
-    Redis nor to the spool.
+    ``config`` is the job's ``JobSettings``, or the ``Config`` ``load_config``
+    returns (its ``settings`` are used; another mapping of the base variables is
+    validated first, ``ConfigError`` when it does not fit): the ids, the optional
+    Redis URL and password, the spool directory, the heartbeat interval and TTL. The
+    ``send_*`` methods are thread-safe and never raise because Redis is down; they
+    raise ``IOFailure`` only when a message could be written neither to Redis nor to
+    the spool.
     """
 
     def __init__(
         self,
-        config: Mapping[str, Any],
+        config: JobSettings | Mapping[str, Any],
         logger: Logger,
         *,
         spool_dir: str | Path | None = None,
@@ -137,19 +132,15 @@ class BusClient:
         stream_maxlen: int = STREAM_MAXLEN,
         cluster: bool | None = None,
     ) -> None:
-        self.job_id = str(config["BAQUP_JOB_ID"])
-        self.agent_id = str(config["BAQUP_AGENT_ID"])
-        self._check_ids()  # the job id becomes a key and a spool directory name
+        # validated (the ids fit the patterns: the job id becomes a key and a directory)
+        self.settings = settings = job_settings(config)
+        self.job_id = settings.job_id
+        self.agent_id = settings.agent_id
         self.keys = job_keys(self.job_id)
-        self.heartbeat_interval = float(
-            config.get("BAQUP_HEARTBEAT_INTERVAL")
-            or BaseConfig.model_fields["BAQUP_HEARTBEAT_INTERVAL"].default
-        )
-        ttl = config.get("BAQUP_HEARTBEAT_TTL")
-        self._heartbeat_ttl = float(ttl) if ttl else None
+        self.heartbeat_interval = settings.heartbeat_interval
         self._log = logger
-        self._url = _reveal(config.get("BAQUP_REDIS_URL"))
-        self._password = _reveal(config.get("BAQUP_REDIS_PASSWORD"))
+        self._url = _reveal(settings.redis_url)
+        self._password = _reveal(settings.redis_password)
         self._register_secrets()
         self._connect_timeout = connect_timeout
         self._command_timeout = command_timeout
@@ -161,12 +152,7 @@ class BusClient:
         self._maxlen = stream_maxlen
         self._cluster = cluster
 
-        root = spool_dir or default_spool_dir(
-            _reveal(config.get("BAQUP_SPOOL_DIR")),
-            _reveal(config.get("BAQUP_STAGING_DIR"))
-            or BaseConfig.model_fields["BAQUP_STAGING_DIR"].default,
-        )
-        self.spool = Spool(Path(str(root)), self.job_id)
+        self.spool = Spool(Path(spool_dir or settings.spool_dir), self.job_id)
 
         # One message at a time: seq order == delivery order. Held for at most one
         # round trip of ``send_budget``; never while connecting or replaying.
@@ -212,8 +198,8 @@ class BusClient:
 
     @property
     def heartbeat_ttl(self) -> float:
-        """Seconds the heartbeat key lives: BAQUP_HEARTBEAT_TTL or three intervals."""
-        return self._heartbeat_ttl or 3 * self.heartbeat_interval
+        """Seconds the heartbeat key lives: BAQUP_HEARTBEAT_TTL or a number of intervals."""
+        return self.settings.heartbeat_ttl()
 
     def send_state_change(
         self,
@@ -247,7 +233,7 @@ class BusClient:
         the TTL is BAQUP_HEARTBEAT_TTL, or three intervals when that is unset.
         """
         interval = interval or self.heartbeat_interval
-        ttl = self._heartbeat_ttl or 3 * interval
+        ttl = self.settings.heartbeat_ttl(interval)
         self._publish(
             lambda head: Heartbeat(
                 **head,
@@ -539,22 +525,6 @@ class BusClient:
             cluster=self._cluster,
         )
 
-    def _check_ids(self) -> None:
-        """Raise ConfigError unless the job and agent ids fit the contract's patterns."""
-        try:
-            StateChange(
-                id=uuid.uuid4(),
-                seq=0,
-                type="state_change",
-                job_id=self.job_id,
-                agent_id=self.agent_id,
-                timestamp=_now(),
-                to_state=AgentState.INITIALIZING,
-            )
-        except ValidationError as exc:
-            problems = "; ".join(f"{e['loc'][0]}: {e['msg']}" for e in exc.errors())
-            raise ConfigError(f"invalid bus identifiers: {problems}") from exc
-
     def _register_secrets(self) -> None:
         """Make the URL and password redactable even when passed as plain strings."""
         for value in (self._url, self._password, urlsplit(self._url or "").password):
@@ -741,7 +711,6 @@ def replay_command(args: argparse.Namespace) -> int:
     (what was delivered stays recorded: run it again), 74 when the spool cannot be
     read or its ``replayed`` offset written.
     """
-    import os
     import sys
 
     from baqup_agent.paths import is_job_id
@@ -749,8 +718,9 @@ def replay_command(args: argparse.Namespace) -> int:
     def say(text: str, stream: Any = sys.stdout) -> None:
         print(f"baqup-agent replay: {REDACTOR.redact(text)}", file=stream, flush=True)
 
-    url = args.redis_url or os.environ.get("BAQUP_REDIS_URL") or None
-    password = os.environ.get("BAQUP_REDIS_PASSWORD") or None
+    env = bus_environment()
+    url = args.redis_url or env.redis_url
+    password = env.redis_password
     for value in (url, password, urlsplit(url or "").password):
         if value:
             Secret(value)  # redacted from every line below

@@ -13,6 +13,7 @@ from typing import NamedTuple
 
 from baqup_agent.contract import ExitCode
 from baqup_agent.contract.tables import EXIT_CODES
+from baqup_agent.contract.tables import RESULT_ERROR_MAX_LENGTH as SUMMARY_MAX_LENGTH
 from baqup_agent.redaction import redact
 
 # The config errors live with the validation that raises them (the baqup-schema
@@ -21,8 +22,6 @@ from baqup_schema.errors import AgentError as AgentError
 from baqup_schema.errors import ConfigError as ConfigError
 from baqup_schema.errors import ConfigProblem as ConfigProblem
 from baqup_schema.errors import SchemaError as SchemaError
-
-SUMMARY_MAX_LENGTH = 4096  # the result message's error field (bus-message.json) allows this
 
 
 class DataError(AgentError):

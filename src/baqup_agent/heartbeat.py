@@ -24,6 +24,30 @@ def _running() -> AgentState:
     return AgentState.RUNNING
 
 
+class Clock:
+    """Time as the heartbeat's schedule sees it: monotonic seconds, and a wait for an
+    event with a timeout. Tests inject a fake one, so that they check the schedule
+    itself rather than wall-clock windows of a loaded machine."""
+
+    def monotonic(self) -> float:
+        """Seconds of a monotonic clock."""
+        return time.monotonic()
+
+    def wait(self, event: threading.Event, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for ``event``; whether it was set."""
+        return event.wait(timeout)
+
+
+def next_slot(next_beat: float, now: float, interval: float) -> float:
+    """The first slot of the grid ``next_beat + k x interval`` that is not past at
+    ``now``: a late beat does not delay the next ones, and slots missed by a beat longer
+    than the interval are skipped instead of sent in a burst."""
+    if next_beat <= now:
+        missed = math.floor((now - next_beat) / interval) + 1
+        next_beat += missed * interval
+    return next_beat
+
+
 class HeartbeatThread(threading.Thread):
     """A daemon thread that sends a heartbeat every ``interval`` seconds.
 
@@ -32,7 +56,8 @@ class HeartbeatThread(threading.Thread):
     refreshes the heartbeat key's TTL. Beats stay on a fixed grid (start + k x
     interval): a late beat does not delay the next ones, and a beat that takes longer
     than an interval skips the missed slots instead of bursting. A failing bus is
-    logged and never stops the thread or the agent.
+    logged and never stops the thread or the agent. ``clock`` (default: the system's
+    monotonic clock) is what the schedule reads and waits on; tests pass a fake one.
     """
 
     def __init__(
@@ -44,6 +69,7 @@ class HeartbeatThread(threading.Thread):
         *,
         state: Callable[[], AgentState] | None = None,
         progress: Callable[[], Progress] | None = None,
+        clock: Clock | None = None,
     ) -> None:
         if interval <= 0:
             raise ValueError(f"heartbeat interval must be positive, not {interval}")
@@ -54,6 +80,7 @@ class HeartbeatThread(threading.Thread):
         self._log = logger
         self._state = state or _running
         self._progress = progress or _no_progress
+        self._clock = clock or Clock()
         self._lock = threading.Lock()
         self._intent = HeartbeatIntent.CONTINUING
         self._extend: float | None = None
@@ -83,20 +110,17 @@ class HeartbeatThread(threading.Thread):
     def run(self) -> None:
         """Beat every interval (and at once on a new intent) until ``stop()``."""
         self._wake.clear()  # an intent set before start goes out with the first beat
-        next_beat = time.monotonic()
+        clock = self._clock
+        next_beat = clock.monotonic()
         while not self._stopping:
-            timeout = next_beat - time.monotonic()
-            if timeout > 0 and self._wake.wait(timeout):
+            timeout = next_beat - clock.monotonic()
+            if timeout > 0 and clock.wait(self._wake, timeout):
                 self._wake.clear()
                 if not self._stopping:
                     self._beat()  # the intent changed: say so now; the grid stays
                 continue
             self._beat()
-            next_beat += self.interval
-            now = time.monotonic()
-            if next_beat <= now:
-                missed = math.floor((now - next_beat) / self.interval) + 1
-                next_beat += missed * self.interval
+            next_beat = next_slot(next_beat + self.interval, clock.monotonic(), self.interval)
 
     def _beat(self) -> None:
         try:

@@ -35,13 +35,12 @@ from typing import IO, Any, Final, cast
 import orjson
 
 from baqup_agent.contract import LogFormat, LogLevel
+from baqup_agent.contract.tables import LOG_RECORD_FIELDS
 from baqup_agent.redaction import REDACTOR, Redactor, escape_surrogates
 
 __all__ = ["COLLISION_PREFIX", "RESERVED_FIELDS", "Logger", "LoggingBridge", "parse_level"]
 
-RESERVED_FIELDS: Final = frozenset(
-    {"timestamp", "level", "message", "job_id", "agent_id", "logger", "exception"}
-)
+RESERVED_FIELDS: Final = frozenset(LOG_RECORD_FIELDS)
 """Field names the logger writes itself; a structured field with one of these names is
 written as ``extra_<name>``."""
 COLLISION_PREFIX: Final = "extra_"

@@ -14,6 +14,11 @@ import stat
 from functools import cache
 from pathlib import Path
 
+from baqup_agent.contract.tables import (
+    ARTIFACT_FILENAME_MAX_LENGTH,
+    ARTIFACT_FILENAME_PATTERN,
+    JOB_ID_PATTERN,
+)
 from baqup_agent.errors import DataError
 
 # Linux limits: one name component and a whole path (without the terminating NUL).
@@ -127,6 +132,8 @@ def _field_rules(model: str, field: str) -> tuple[re.Pattern[str], int | None]:
     pattern = next(m.pattern for m in metadata if getattr(m, "pattern", None))
     max_length = next((m.max_length for m in metadata if getattr(m, "max_length", None)), None)
     return re.compile(pattern), max_length
+_ARTIFACT_FILENAME = re.compile(ARTIFACT_FILENAME_PATTERN)
+_JOB_ID = re.compile(JOB_ID_PATTERN)
 
 
 def is_artifact_filename(filename: str) -> bool:
@@ -135,15 +142,13 @@ def is_artifact_filename(filename: str) -> bool:
     Relative, '/'-separated, each segment starting with a letter, digit or underscore
     (so none is empty, '.' or '..'), and no segment longer than ``NAME_MAX``.
     """
-    pattern, max_length = _field_rules("Artifact", "filename")
     return (
-        (max_length is None or len(filename) <= max_length)
-        and pattern.fullmatch(filename) is not None
+        len(filename) <= ARTIFACT_FILENAME_MAX_LENGTH
+        and _ARTIFACT_FILENAME.fullmatch(filename) is not None
         and all(len(p) <= NAME_MAX for p in filename.split("/"))
     )
 
 
 def is_job_id(job_id: str) -> bool:
     """Whether ``job_id`` is a valid job id (schema/common.json), hence a safe directory name."""
-    pattern, _ = _field_rules("Manifest", "job_id")
-    return pattern.fullmatch(job_id) is not None
+    return _JOB_ID.fullmatch(job_id) is not None

@@ -9,7 +9,6 @@ both places (a replayed one) is kept once, by id.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -32,7 +31,7 @@ from baqup_agent.contract import (
     StateChange,
 )
 from baqup_agent.errors import summarize
-from baqup_agent.keys import EVENTS_FILE, default_spool_dir, job_keys
+from baqup_agent.keys import EVENTS_FILE, job_keys
 from baqup_agent.logger import Logger
 from baqup_agent.secret import Secret
 from baqup_agent.spool import read_lines
@@ -359,11 +358,11 @@ def watch_command(args: argparse.Namespace) -> int:
     arrives (or at once with --no-follow). 64 when there is nothing to read from, 1
     when --no-follow finds no message, 69 when Redis stays unreachable (without a
     spool: after ``REDIS_GIVE_UP_SECONDS`` of reconnecting)."""
-    env = os.environ
-    url = args.redis_url or env.get("BAQUP_REDIS_URL") or None
-    spool = args.spool_dir or default_spool_dir(
-        env.get("BAQUP_SPOOL_DIR"), env.get("BAQUP_STAGING_DIR")
-    )
+    from baqup_agent.config import bus_environment
+
+    env = bus_environment()
+    url = args.redis_url or env.redis_url
+    spool = args.spool_dir or env.spool_dir
     if url is None and spool is None:
         print(
             "baqup-agent watch: give --redis-url or --spool-dir "
@@ -371,7 +370,7 @@ def watch_command(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return int(ExitCode.USAGE_CONFIG_ERROR)
-    password = env.get("BAQUP_REDIS_PASSWORD") or None
+    password = env.redis_password
     events = JobEvents(
         args.job_id,
         redis_url=Secret(url) if url else None,

@@ -16,11 +16,12 @@ from typing import BinaryIO
 
 import orjson
 
+# the modes keep staged data from being world-readable (contract section 7)
+from baqup_agent.contract.wire import SPOOL_DIR_MODE as _DIR_MODE
+from baqup_agent.contract.wire import SPOOL_FILE_MODE as _FILE_MODE
 from baqup_agent.durable import fsync_dir, write_file
 from baqup_agent.keys import CONTROL_FILE, EVENTS_FILE, REPLAYED_FILE
 
-_DIR_MODE = 0o750  # staged data is not world-readable (contract section 7)
-_FILE_MODE = 0o640
 _TAIL_BYTES = 64 * 1024  # enough to find the last complete line (messages are < 10 KiB)
 _READ_CHUNK = 256 * 1024
 

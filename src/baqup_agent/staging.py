@@ -25,6 +25,12 @@ import orjson
 from baqup_agent.artifacts import FILE_MODE, ArtifactWriter
 from baqup_agent.checksum import DEFAULT_ALGORITHM, file_checksum
 from baqup_agent.contract import Artifact, ChecksumAlgorithm, Compression, Manifest, Role
+
+# the wire layout: job ids cannot start with a dot, so the locks directory never collides
+# with one; staged directories are private (contract section 7)
+from baqup_agent.contract.wire import LOCKS_SUBDIR as LOCKS_DIRNAME
+from baqup_agent.contract.wire import STAGING_DIR_MODE as DIR_MODE
+from baqup_agent.contract.wire import STAGING_SUBDIR as STAGING_DIRNAME
 from baqup_agent.durable import fsync_dir, write_file
 from baqup_agent.errors import (
     CantCreateOutput,
@@ -43,9 +49,6 @@ if TYPE_CHECKING:
     from baqup_agent.progress import ProgressCounter
 
 MANIFEST_NAME = "manifest.json"
-STAGING_DIRNAME = ".staging"
-LOCKS_DIRNAME = ".locks"  # inside .staging; job ids cannot start with a dot
-DIR_MODE = 0o700  # staged directories are private (contract section 7)
 
 
 class JobLock:

@@ -42,6 +42,7 @@ def make_bus(tmp_path: Path, log: LogCapture) -> Iterator[BusFactory]:
         cfg: dict[str, Any] = {
             "BAQUP_JOB_ID": job_id,
             "BAQUP_AGENT_ID": AGENT,
+            "BAQUP_ROLE": "backup",
             "BAQUP_STAGING_DIR": str(tmp_path / "staging"),
         }
         if url is not None:

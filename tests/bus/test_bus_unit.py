@@ -247,5 +247,7 @@ def test_a_url_redis_cannot_use_is_a_config_error(make_bus: BusFactory) -> None:
 
 
 def test_ids_that_cannot_be_keys_or_directories_are_a_config_error(make_bus: BusFactory) -> None:
-    with pytest.raises(ConfigError, match="job_id"):
+    with pytest.raises(ConfigError, match="BAQUP_JOB_ID: String should match pattern"):
         make_bus(job_id="../../etc")
+    with pytest.raises(ConfigError, match="BAQUP_AGENT_ID"):
+        make_bus(config={"BAQUP_AGENT_ID": "a/b"})

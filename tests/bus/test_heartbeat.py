@@ -2,28 +2,50 @@
 
 from __future__ import annotations
 
-import itertools
-import statistics
 import threading
 import time
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from baqup_agent.contract import AgentState, HeartbeatIntent, LogLevel, Progress
-from baqup_agent.heartbeat import HeartbeatThread
+from baqup_agent.heartbeat import Clock, HeartbeatThread, next_slot
 from baqup_agent.logger import Logger
 from baqup_agent.progress import ProgressCounter
 from tests.bus.conftest import LogCapture, wait_for
 
 
-class RecordingBus:
-    """Records send_heartbeat calls; can be told to fail or to be slow."""
+class FakeClock(Clock):
+    """Fake time for the heartbeat's schedule: a wait advances it at once, unless the
+    event is set; past ``horizon`` a wait blocks on the event for real (until stop())."""
 
-    def __init__(self, fail: bool = False, delay: float = 0.0) -> None:
+    def __init__(self, horizon: float) -> None:
+        self.now = 1000.0
+        self.horizon = self.now + horizon
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def wait(self, event: threading.Event, timeout: float) -> bool:
+        if event.is_set():
+            return True
+        if self.now + timeout > self.horizon:
+            return event.wait()
+        self.now += timeout
+        return False
+
+
+class RecordingBus:
+    """Records send_heartbeat calls; can be told to fail or to be slow (on ``clock``
+    when given: a beat then takes fake time)."""
+
+    def __init__(self, fail: bool = False, delay: float = 0.0, clock: FakeClock | None = None):
         self.calls: list[dict[str, Any]] = []
         self.fail = fail
         self.delay = delay
+        self.clock = clock
         self.lock = threading.Lock()
 
     def send_heartbeat(
@@ -38,7 +60,7 @@ class RecordingBus:
         with self.lock:
             self.calls.append(
                 {
-                    "t": time.monotonic(),
+                    "t": self.clock.now if self.clock else time.monotonic(),
                     "state": state,
                     "intent": intent,
                     "progress": progress,
@@ -46,7 +68,9 @@ class RecordingBus:
                     "interval": interval,
                 }
             )
-        if self.delay:
+        if self.delay and self.clock:
+            self.clock.now += self.delay
+        elif self.delay:
             time.sleep(self.delay)
         if self.fail:
             raise ConnectionError("bus down")
@@ -60,29 +84,52 @@ def start(bus: RecordingBus, interval: float, log: LogCapture, **kw: Any) -> Hea
     return thread
 
 
-def test_beats_stay_on_the_interval_grid(log: LogCapture) -> None:
-    bus = RecordingBus(delay=0.015)  # each beat costs time: the grid must absorb it
-    thread = start(bus, 0.05, log)
-    wait_for(lambda: len(bus.calls) >= 9, what="9 beats")
-    thread.stop(timeout=2)
-    times = [c["t"] for c in bus.calls[:9]]
-    drift = [abs(t - times[0] - i * 0.05) for i, t in enumerate(times)]
-    # Sleeping a full interval after each beat would drift by 15 ms a beat (median 60 ms).
-    assert statistics.median(drift) < 0.03, drift
-    assert all(c["interval"] == 0.05 for c in bus.calls)
+def _beats_on_fake_time(log: LogCapture, interval: float, cost: float, count: int) -> list[float]:
+    """When the first ``count`` beats started, each taking ``cost`` seconds, on a fake
+    clock (seconds from the first)."""
+    spacing = interval * (1 + cost // interval)
+    # the clock stops (waits turn real) between beat ``count`` and the one after it
+    clock = FakeClock(horizon=count * spacing - interval / 2)
+    start_at = clock.now
+    bus = RecordingBus(delay=cost, clock=clock)
+    thread = start(bus, interval, log, clock=clock)
+    wait_for(lambda: len(bus.calls) >= count, what=f"{count} beats")
+    thread.stop(timeout=5)
     assert not thread.is_alive()
+    assert all(c["interval"] == interval for c in bus.calls)
+    return [c["t"] - start_at for c in bus.calls[:count]]
+
+
+def test_beats_stay_on_the_interval_grid(log: LogCapture) -> None:
+    # each beat costs time: the grid absorbs it (sleeping a full interval after each
+    # beat would drift by the cost every beat)
+    times = _beats_on_fake_time(log, interval=0.05, cost=0.015, count=9)
+    assert times == pytest.approx([i * 0.05 for i in range(9)])
 
 
 def test_a_beat_longer_than_the_interval_skips_slots_instead_of_bursting(log: LogCapture) -> None:
-    bus = RecordingBus(delay=0.12)
-    thread = start(bus, 0.05, log)
-    wait_for(lambda: len(bus.calls) >= 4, what="4 beats")
-    thread.stop(timeout=2)
-    starts = [c["t"] for c in bus.calls[:4]]
-    gaps = [b - a for a, b in itertools.pairwise(starts)]
     # A 120 ms beat misses two 50 ms slots: the next beat waits for the third (150 ms)
     # instead of starting at once to catch up (120 ms).
-    assert min(gaps) >= 0.14, gaps
+    times = _beats_on_fake_time(log, interval=0.05, cost=0.12, count=4)
+    assert times == pytest.approx([0.0, 0.15, 0.30, 0.45])
+
+
+@given(
+    interval=st.floats(0.001, 60),
+    cost=st.floats(0, 120),
+    late=st.floats(0, 1000),
+)
+def test_next_slot_is_the_first_grid_slot_not_past(
+    interval: float, cost: float, late: float
+) -> None:
+    start_at = 50.0
+    now = start_at + late + cost
+    slot = next_slot(start_at, now, interval)
+    steps = (slot - start_at) / interval
+    assert steps == pytest.approx(round(steps), abs=1e-6)  # on the grid
+    assert slot >= now or slot == start_at  # never in the past (unless not yet due)
+    if slot > start_at:
+        assert slot - interval <= now + 1e-9  # the first such slot: nothing skipped twice
 
 
 def test_state_progress_and_intent_are_carried(log: LogCapture) -> None:

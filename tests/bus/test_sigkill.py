@@ -25,7 +25,8 @@ import sys, threading
 from baqup_agent.bus import BusClient
 from baqup_agent.heartbeat import HeartbeatThread
 from baqup_agent.logger import Logger
-config = {"BAQUP_JOB_ID": "job-kill", "BAQUP_AGENT_ID": "doomed", "BAQUP_REDIS_URL": sys.argv[1],
+config = {"BAQUP_JOB_ID": "job-kill", "BAQUP_AGENT_ID": "doomed", "BAQUP_ROLE": "backup",
+          "BAQUP_REDIS_URL": sys.argv[1],
           "BAQUP_HEARTBEAT_INTERVAL": float(sys.argv[2]), "BAQUP_HEARTBEAT_TTL": float(sys.argv[3]),
           "BAQUP_STAGING_DIR": sys.argv[4]}
 logger = Logger("job-kill", "doomed")

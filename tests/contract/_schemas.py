@@ -19,11 +19,14 @@ from typing import Annotated, Any
 from uuid import UUID
 
 from jsonschema import Draft202012Validator
-from pydantic import AwareDatetime, BaseModel, ConfigDict, TypeAdapter
+from pydantic import AwareDatetime, BaseModel, ConfigDict, TypeAdapter, create_model
 from referencing import Registry, Resource
 
 from baqup_agent import contract
-from baqup_agent.contract import _types
+from baqup_agent.contract.common import Common
+from baqup_agent.contract.wire import STREAM_FIELD
+from baqup_schema import _types
+from baqup_schema.contract_schemas import format_checker
 
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMA_DIR = ROOT / "schema"
@@ -33,7 +36,9 @@ SCHEMAS: dict[str, dict[str, Any]] = {
 REGISTRY: Registry = Registry().with_resources(
     (s["$id"], Resource.from_contents(s)) for s in SCHEMAS.values()
 )
-FORMAT_CHECKER = Draft202012Validator.FORMAT_CHECKER
+# the runtime's own checker (jsonschema's formats plus path and hostname), so that the
+# reference validator judges as load_config does
+FORMAT_CHECKER = format_checker()
 
 # keywords that annotate and do not validate; hypothesis-jsonschema need not see them
 _ANNOTATIONS = {"$id", "$schema", "$defs", "title", "description", "examples", "default"}
@@ -142,6 +147,12 @@ def _field(model: type[BaseModel], name: str) -> Any:
     return Annotated[info.annotation, info]
 
 
+# wire.json generates constants, not a model; its one validating part (a stream entry)
+# is checked against a model made of the generated field name
+StreamEntry = create_model(
+    "StreamEntry", __config__=ConfigDict(extra="forbid", strict=True), **{STREAM_FIELD: str}
+)
+
 C = contract
 TARGETS: list[Target] = [
     Target("agent-state.json", None, C.AgentState),
@@ -154,7 +165,7 @@ TARGETS: list[Target] = [
     Target("bus-message.json", "ResultStatus", C.ResultStatus),
     Target("bus-message.json", "Result", C.Result),
     Target("bus-message.json", "Cancel", C.Cancel),
-    Target("common.json", None, C.Common),
+    Target("common.json", None, Common),
     Target("common.json", "JobId", _field(C.BaseConfig, "BAQUP_JOB_ID")),
     Target("common.json", "AgentId", _field(C.BaseConfig, "BAQUP_AGENT_ID")),
     Target("common.json", "MessageId", _types.MessageId),
@@ -184,6 +195,7 @@ TARGETS: list[Target] = [
     Target("log-record.json", None, C.LogRecord),
     Target("log-record.json", "ExceptionInfo", C.ExceptionInfo),
     Target("manifest.json", None, C.Manifest),
+    Target("wire.json", None, StreamEntry),
 ]
 """Every schema file's root and every ``$defs`` entry, with its generated type."""
 
@@ -242,6 +254,8 @@ _BAD_FORMAT: dict[str, list[str]] = {
         "0b6a3f0e8d7e4a539a4c2a1e5f0c9d11",
         "{0b6a3f0e-8d7e-4a53-9a4c-2a1e5f0c9d11}",
     ],
+    # what the runtime refuses and a plain str would take
+    "path": ["", "a\x00b", "/" + "a" * 4096],
 }
 
 Edit = tuple[str, tuple[Any, ...], Any]

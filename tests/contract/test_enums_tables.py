@@ -11,6 +11,7 @@ import pytest
 
 from baqup_agent import contract
 from baqup_agent.contract import ExitCode, LogLevel, tables
+from baqup_agent.contract.common import Common
 from baqup_agent.contract.tables import EXIT_CODES, FINAL_STATES, INITIAL_STATE, TRANSITIONS
 from tests.contract._schemas import SCHEMAS
 
@@ -134,7 +135,7 @@ def test_secret_config_variables_are_the_write_only_ones() -> None:
     [
         (contract.Artifact, "artifact.json", None),
         (contract.BaseConfig, "config.json", None),
-        (contract.Common, "common.json", None),
+        (Common, "common.json", None),
         (contract.Progress, "common.json", "Progress"),
         (contract.LogRecord, "log-record.json", None),
         (contract.ExceptionInfo, "log-record.json", "ExceptionInfo"),

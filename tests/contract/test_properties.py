@@ -220,3 +220,20 @@ def test_integral_floats() -> None:
     result = {**SCHEMAS["bus-message.json"]["examples"][2], "seq": 9.0, "exit_code": 0.0}
     assert validator(target("bus-message.json", None).schema).is_valid(result)
     assert _rejected(target("bus-message.json", None), result)
+
+
+@pytest.mark.parametrize("bad", ["a\x00b", "", "/" + "a" * 4096])
+@pytest.mark.parametrize("variable", ["BAQUP_STAGING_DIR", "BAQUP_SPOOL_DIR"])
+def test_path_format_judged_alike_by_runtime_reference_and_model(variable: str, bad: str) -> None:
+    from baqup_agent.config import load_config
+    from baqup_agent.errors import ConfigError
+
+    config = {"BAQUP_JOB_ID": "job-1", "BAQUP_AGENT_ID": "a-1", "BAQUP_ROLE": "backup"}
+    broken = {**config, variable: bad}
+    t = target("config.json", None)
+    assert validator(t.schema).is_valid(config)
+    assert not validator(t.schema).is_valid(broken)
+    assert _rejected(t, broken)
+    if bad:  # the environment cannot hold an empty value apart from unset
+        with pytest.raises(ConfigError, match=variable):
+            load_config(environ={**config, variable: bad})

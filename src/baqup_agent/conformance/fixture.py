@@ -16,7 +16,7 @@ _DEFAULT_FILES: dict[str, int] = {
     "data/nested/records.csv": 0,  # text, written below
     "name with spaces.txt": 0,
     "unicode-\u00e9t\u00e9.txt": 0,
-    "blobs/a.bin": 4096,
+    "blobs/a.bin": 4096,  # not-a-schema-value: a file size
     "blobs/b.bin": 12345,
 }
 

@@ -19,6 +19,13 @@ from typing import Any
 
 from baqup_agent.conformance.inotify import TreeWatch
 from baqup_agent.conformance.observed import Message, Run, Snapshot, SuiteContext
+from baqup_agent.contract.wire import (
+    SPOOL_CONTROL_FILE,
+    SPOOL_EVENTS_FILE,
+    STAGING_SUBDIR,
+    STREAM_FIELD,
+)
+from baqup_agent.keys import job_keys
 from baqup_agent.testing import cancel_message
 
 POLL_SECONDS = 0.005
@@ -45,7 +52,7 @@ class Monitor:
         self.client: Any = (
             ctx.redis.client() if ctx.redis is not None and run.bus == "redis" else None
         )
-        self.key = f"baqup:{{{run.job_id}}}"
+        self.keys = job_keys(run.job_id)
         self._spool_offset = 0
         self._spool_line = 0
         self._last_stream_id = "-"
@@ -89,11 +96,11 @@ class Monitor:
             run.staging_events = self.tree.events
             run.staging_events_overflowed = self.tree.overflowed
         run.published_after = run.output.exists()
-        run.staging_left = (run.staging / ".staging" / run.job_id).exists()
+        run.staging_left = (run.staging / STAGING_SUBDIR / run.job_id).exists()
         if self.client is not None:
             try:
-                run.redis_result = self.client.get(f"{self.key}:result")
-                run.redis_result_ttl = int(self.client.pttl(f"{self.key}:result"))
+                run.redis_result = self.client.get(self.keys.result)
+                run.redis_result_ttl = int(self.client.pttl(self.keys.result))
             finally:
                 self.client.close()
 
@@ -109,10 +116,10 @@ class Monitor:
             cancel = cancel_message(run.job_id, reason="baqup-agent conformance suite")
             text = json.dumps(cancel)
             if self.client is not None:
-                self.client.xadd(f"{self.key}:control", {"msg": text})
+                self.client.xadd(self.keys.control, {STREAM_FIELD: text})
             else:
                 run.spool.mkdir(parents=True, exist_ok=True)
-                with (run.spool / "control.jsonl").open("a", encoding="utf-8") as f:
+                with (run.spool / SPOOL_CONTROL_FILE).open("a", encoding="utf-8") as f:
                     f.write(text + "\n")
         run.action_at = time.monotonic()
         if run.running_seen_at is None:
@@ -154,7 +161,7 @@ class Monitor:
             self.run.running_seen_at = now
 
     def _read_spool(self, now: float) -> None:
-        path = self.run.spool / "events.jsonl"
+        path = self.run.spool / SPOOL_EVENTS_FILE
         try:
             with path.open("rb") as f:
                 f.seek(self._spool_offset)
@@ -172,21 +179,21 @@ class Monitor:
         assert self.client is not None
         try:
             start = "-" if self._last_stream_id == "-" else f"({self._last_stream_id}"
-            entries = self.client.xrange(f"{self.key}:events", min=start, max="+")
+            entries = self.client.xrange(self.keys.events, min=start, max="+")
         except Exception:  # the suite's own Redis is not the agent's problem; retry next time
             return
         for entry_id, fields in entries:
             self._last_stream_id = entry_id
             self.run.stream_fields.append(sorted(fields))
-            if "msg" in fields:
-                self._add("redis", fields["msg"], now, f"stream entry {entry_id}")
+            if STREAM_FIELD in fields:
+                self._add("redis", fields[STREAM_FIELD], now, f"stream entry {entry_id}")
 
     def _sample_ttl(self, now: float) -> None:
         assert self.client is not None
         try:
             pipe = self.client.pipeline(transaction=False)
-            pipe.pttl(f"{self.key}:heartbeat")
-            pipe.get(f"{self.key}:heartbeat")
+            pipe.pttl(self.keys.heartbeat)
+            pipe.get(self.keys.heartbeat)
             pttl, value = pipe.execute()
         except Exception:
             return
@@ -195,7 +202,7 @@ class Monitor:
 
     def _snapshot(self, now: float) -> None:
         run = self.run
-        if not run.staging_seen and (run.staging / ".staging" / run.job_id).exists():
+        if not run.staging_seen and (run.staging / STAGING_SUBDIR / run.job_id).exists():
             run.staging_seen = True
         root = run.output
         # only a directory that exists before and after the walk is judged: one that

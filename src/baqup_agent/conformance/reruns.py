@@ -31,7 +31,7 @@ from baqup_agent.conformance.report import Finding
 from baqup_agent.conformance.runner import build_env, execute, expand, new_run
 from baqup_agent.conformance.scenarios import Scenario
 from baqup_agent.contract import ExitCode
-from baqup_agent.keys import EVENTS_FILE, job_keys
+from baqup_agent.keys import EVENTS_FILE, MESSAGE_FIELD, job_keys
 
 RERUN = Scenario("rerun", "a finished backup started again", "backup", "redis", "env")
 DUPLICATE = Scenario(
@@ -157,7 +157,7 @@ def _bus(run: Run, ctx: SuiteContext) -> dict[str, Any]:
         try:
             keys = job_keys(run.job_id)
             state["events"] = [
-                str(f.get("msg", json.dumps(f))) for _, f in client.xrange(keys.events)
+                str(f.get(MESSAGE_FIELD, json.dumps(f))) for _, f in client.xrange(keys.events)
             ]
             state["result"] = client.get(keys.result)
         finally:

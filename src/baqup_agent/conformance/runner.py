@@ -20,6 +20,7 @@ from baqup_agent.conformance.inotify import TreeWatch
 from baqup_agent.conformance.monitor import Monitor
 from baqup_agent.conformance.observed import Run, SuiteContext
 from baqup_agent.conformance.scenarios import Scenario
+from baqup_agent.keys import SPOOL_SUBDIR
 
 
 def expand(value: str, run: Run, ctx: SuiteContext) -> str:
@@ -124,7 +125,7 @@ def new_run(sc: Scenario, ctx: SuiteContext, restore_source: Path | None = None)
         job_id=job_id,
         workdir=workdir,
         staging=staging,
-        spool=staging / ".spool" / job_id,
+        spool=staging / SPOOL_SUBDIR / job_id,
         target=workdir / "target",
         bus=bus,
         restore_source=restore_source,

@@ -365,7 +365,7 @@ CALIBRATION = "backup-spool"
 TARGET_JOB_SECONDS = 8.0  # how long the interrupted scenarios' job would last (calibrated)
 SCALE_RETRIES = 2  # more runs, each with SCALE_STEP times the copies, when the job was too fast
 SCALE_STEP = 4
-MAX_COPIES = 4096
+MAX_COPIES = 4096  # not-a-schema-value: a count of copies
 MAX_FIXTURE_BYTES = 256 << 20  # the enlarged fixture stays below this
 
 

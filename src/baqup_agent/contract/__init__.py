@@ -19,7 +19,6 @@ __all__ = [
     "BusMessage",
     "Cancel",
     "ChecksumAlgorithm",
-    "Common",
     "Compression",
     "ConformanceCheck",
     "ConformanceCheckStatus",
@@ -53,7 +52,7 @@ if TYPE_CHECKING:
     from baqup_schema.contract.agent_state import AgentState
     from baqup_schema.contract.artifact import Artifact
     from baqup_schema.contract.bus_message import BusMessage, Cancel, Heartbeat, HeartbeatIntent, ProgressUpdate, Result, ResultStatus, StateChange
-    from baqup_schema.contract.common import ChecksumAlgorithm, Common, Compression, LogFormat, Progress, Role
+    from baqup_schema.contract.common import ChecksumAlgorithm, Compression, LogFormat, Progress, Role
     from baqup_schema.contract.config import BaseConfig
     from baqup_schema.contract.conformance_report import ConformanceCheck, ConformanceCheckStatus, ConformanceCounts, ConformanceFinding, ConformanceFindingLevel, ConformanceReport, ConformanceRole, ConformanceRuleId, ConformanceScenario, ConformanceUntested, ConformanceVerdict
     from baqup_schema.contract.exit_code import ExitCode

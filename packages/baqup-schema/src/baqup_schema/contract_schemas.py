@@ -42,7 +42,7 @@ def is_path(value: object) -> bool:
     """Format ``path``: an absolute or relative POSIX path, not empty, no NUL, <= 4096 chars."""
     if not isinstance(value, str):
         return True  # formats constrain strings only
-    return 0 < len(value) <= 4096 and "\x00" not in value
+    return 0 < len(value) <= 4096 and "\x00" not in value  # not-a-schema-value: PATH_MAX
 
 
 def is_hostname(value: object) -> bool:

@@ -21,18 +21,20 @@ from baqup_agent.conformance.observed import Message, Run
 from baqup_agent.conformance.report import Finding
 from baqup_agent.conformance.schemas import bus_message_errors
 from baqup_agent.contract import ExitCode
+from baqup_agent.contract.wire import HEARTBEAT_TTL_INTERVALS, SPOOL_EVENTS_FILE, STREAM_FIELD
+from baqup_agent.keys import job_keys
 
 HEARTBEAT_SLACK = 0.5  # seconds a gap may exceed the TTL by (scheduling on a loaded machine)
 KEY_TTL_SLACK_MS = 100  # PX rounding and the time between SET and the suite's PTTL
 
 
 def expected_ttl(run: Run, interval: float) -> float:
-    """BAQUP_HEARTBEAT_TTL as the run set it, else its documented default (config.json's
-    description: three intervals; the schema has no default keyword for it)."""
+    """BAQUP_HEARTBEAT_TTL as the run set it, else its default (wire.json: a number of
+    heartbeat intervals; config.json has no default keyword for it)."""
     try:
         return float(run.env["BAQUP_HEARTBEAT_TTL"])
     except (KeyError, ValueError):
-        return 3 * interval
+        return HEARTBEAT_TTL_INTERVALS * interval
 
 
 _AGENT_TYPES = ("state_change", "heartbeat", "progress", "result")
@@ -42,8 +44,8 @@ def bus_messages(inp: CheckInput) -> Iterator[Finding]:
     """Every message is valid, carries the job's ids, a unique id and a rising seq."""
     for run in inp.runs:
         for fields in run.stream_fields:
-            if "msg" not in fields:
-                yield must(f"Redis stream entry without a msg field (fields {fields})", run)
+            if STREAM_FIELD not in fields:
+                yield must(f"Redis stream entry without a {STREAM_FIELD} field ({fields})", run)
                 break
         yield from _message_problems(run, inp.ctx.agent_id)
         if not run.scenario.is_job:
@@ -56,7 +58,8 @@ def bus_messages(inp: CheckInput) -> Iterator[Finding]:
                 run,
             )
         if run.bus == "spool" and "spool" not in sources:
-            yield must(f"no spool at {run.spool / 'events.jsonl'} although Redis is not set", run)
+            spool = run.spool / SPOOL_EVENTS_FILE
+            yield must(f"no spool at {spool} although Redis is not set", run)
 
 
 def _message_problems(run: Run, agent_id: str) -> Iterator[Finding]:
@@ -115,7 +118,8 @@ def heartbeats(inp: CheckInput) -> Iterator[Finding]:
         declared_ttl = [b.data.get("ttl_seconds") for b in beats if b.data is not None]
         wrong = [t for t in declared_ttl if not isinstance(t, (int, float)) or abs(t - ttl) > 1e-6]
         if wrong:
-            setting = run.env.get("BAQUP_HEARTBEAT_TTL", "unset: three intervals")
+            unset = f"unset: {HEARTBEAT_TTL_INTERVALS} intervals"
+            setting = run.env.get("BAQUP_HEARTBEAT_TTL", unset)
             text = f"ttl_seconds {wrong[0]!r}, expected {ttl:g} (BAQUP_HEARTBEAT_TTL {setting})"
             yield must(text, run)
         yield from _gaps(run, beats, interval, ttl)
@@ -160,7 +164,7 @@ def _ttl_key(run: Run, beats: list[Message], interval: float, ttl: float) -> Ite
     if not samples:
         running_for = run.ended - (run.running_seen_at or run.ended)
         if running_for > 2 * interval:
-            yield must(f"the key baqup:{{{run.job_id}}}:heartbeat was never seen", run)
+            yield must(f"the key {job_keys(run.job_id).heartbeat} was never seen", run)
         else:
             yield should("the job was too short to observe the heartbeat key", run)
         return
@@ -195,7 +199,7 @@ def result_once(inp: CheckInput) -> Iterator[Finding]:
         if run.bus != "redis" or not results:
             continue
         if run.redis_result is None:
-            yield must(f"no baqup:{{{run.job_id}}}:result key", run)
+            yield must(f"no {job_keys(run.job_id).result} key", run)
             continue
         try:
             stored = json.loads(run.redis_result)
@@ -212,7 +216,7 @@ def redis_outage(inp: CheckInput) -> Iterator[Finding]:
     run = inp.run("backup-redis-down")
     spooled = [m for m in run.messages if m.source == "spool"]
     if not spooled:
-        yield must(f"nothing spooled at {run.spool / 'events.jsonl'} while Redis was down", run)
+        yield must(f"nothing spooled at {run.spool / SPOOL_EVENTS_FILE} while Redis was down", run)
     result = the_result(run)
     if result is None or all(m.type != "result" for m in spooled):
         yield must("the result was not spooled", run)

@@ -24,7 +24,17 @@ from baqup_agent.conformance.observed import Run
 from baqup_agent.conformance.report import Finding, Level
 from baqup_agent.conformance.runner import expand
 from baqup_agent.contract import ExitCode
+from baqup_agent.contract.wire import LOCKS_SUBDIR, STAGING_SUBDIR
 from baqup_agent.schema import contract_errors
+
+_LOCKS = f"{STAGING_SUBDIR}/{LOCKS_SUBDIR}"
+_STAGING_DIRS = frozenset({STAGING_SUBDIR, _LOCKS})
+
+
+def _job_places(job_id: str) -> tuple[str, str, str]:
+    """The output, work directory and lock file of ``job_id``, relative to the staging root."""
+    return (job_id, f"{STAGING_SUBDIR}/{job_id}", f"{_LOCKS}/{job_id}")
+
 
 MANIFEST = "manifest.json"
 
@@ -36,15 +46,15 @@ def atomic_publication(inp: CheckInput) -> Iterator[Finding]:
         if problem:
             yield must(problem[0], run, problem[1])
         if run.published_after and run.staging_left:
-            yield must(f".staging/{run.job_id} left behind after publication", run)
+            yield must(f"{STAGING_SUBDIR}/{run.job_id} left behind after publication", run)
 
 
 def stray_entries(run: Run) -> list[str]:
     """What the run left in its staging root besides what the contract lets it write:
     ``.staging/JOB_ID/``, the output ``JOB_ID/``, the lock ``.staging/.locks/JOB_ID``
     and the spool (``.spool/`` by default)."""
-    allowed_dirs = {".staging", ".staging/.locks"}
-    allowed_trees = {run.job_id, f".staging/{run.job_id}", f".staging/.locks/{run.job_id}"}
+    allowed_dirs = _STAGING_DIRS
+    allowed_trees = set(_job_places(run.job_id))
     spool_root = run.spool.parent
     out = []
     for dirpath, dirnames, filenames in os.walk(run.staging):
@@ -83,7 +93,7 @@ def staging_writes(inp: CheckInput) -> Iterator[Finding]:
             continue
         if run.staging_events_overflowed:
             yield note("the inotify queue overflowed: some writes were not seen", run)
-        work = f".staging/{run.job_id}/"
+        work = f"{STAGING_SUBDIR}/{run.job_id}/"
         manifest = work + MANIFEST
         manifest_seen = False
         outside: list[str] = []
@@ -125,9 +135,8 @@ def _allowed(run: Run, rel: str) -> bool:
         spool_rel = spool.relative_to(run.staging).as_posix()
         if rel == spool_rel or rel.startswith(spool_rel + "/"):
             return True
-    places = (run.job_id, f".staging/{run.job_id}", f".staging/.locks/{run.job_id}")
-    return rel in (".staging", ".staging/.locks") or any(
-        rel == p or rel.startswith(p + "/") for p in places
+    return rel in _STAGING_DIRS or any(
+        rel == p or rel.startswith(p + "/") for p in _job_places(run.job_id)
     )
 
 

@@ -18,7 +18,6 @@ _EXPORTS: dict[str, str] = {
     "BusMessage": "bus_message",
     "Cancel": "bus_message",
     "ChecksumAlgorithm": "common",
-    "Common": "common",
     "Compression": "common",
     "ConformanceCheck": "conformance_report",
     "ConformanceCheckStatus": "conformance_report",
@@ -55,7 +54,6 @@ __all__ = [
     "BusMessage",
     "Cancel",
     "ChecksumAlgorithm",
-    "Common",
     "Compression",
     "ConformanceCheck",
     "ConformanceCheckStatus",
@@ -89,7 +87,7 @@ if TYPE_CHECKING:
     from .agent_state import AgentState
     from .artifact import Artifact
     from .bus_message import BusMessage, Cancel, Heartbeat, HeartbeatIntent, ProgressUpdate, Result, ResultStatus, StateChange
-    from .common import ChecksumAlgorithm, Common, Compression, LogFormat, Progress, Role
+    from .common import ChecksumAlgorithm, Compression, LogFormat, Progress, Role
     from .config import BaseConfig
     from .conformance_report import ConformanceCheck, ConformanceCheckStatus, ConformanceCounts, ConformanceFinding, ConformanceFindingLevel, ConformanceReport, ConformanceRole, ConformanceRuleId, ConformanceScenario, ConformanceUntested, ConformanceVerdict
     from .exit_code import ExitCode

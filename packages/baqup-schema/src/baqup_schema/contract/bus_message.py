@@ -6,7 +6,7 @@ from enum import Enum
 from typing import Annotated, Any, Literal
 
 from baqup_schema._base import ContractModel
-from baqup_schema.contract._types import MessageId, Timestamp, UtcTimestamp
+from baqup_schema._types import MessageId, Timestamp, UtcTimestamp
 from pydantic import ConfigDict, Field, RootModel
 
 from . import agent_state, common

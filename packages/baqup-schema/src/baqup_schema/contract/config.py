@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from baqup_schema._base import ContractModel
+from baqup_schema._types import PathText
 from pydantic import ConfigDict, Field
 
 from . import common, log_level
@@ -17,6 +18,7 @@ class BaseConfig(ContractModel):
 
     model_config = ConfigDict(
         extra="forbid",
+        arbitrary_types_allowed=True,
     )
     BAQUP_JOB_ID: Annotated[
         str,
@@ -36,11 +38,11 @@ class BaseConfig(ContractModel):
     Identifier of one agent instance (for example the container name).
     """
     BAQUP_ROLE: common.Role
-    BAQUP_STAGING_DIR: str = "/var/lib/baqup/staging"
+    BAQUP_STAGING_DIR: PathText = "/var/lib/baqup/staging"
     """
     Directory under which outputs are staged (.staging/JOB_ID) and published (JOB_ID).
     """
-    BAQUP_RESTORE_SOURCE: str | None = None
+    BAQUP_RESTORE_SOURCE: PathText | None = None
     """
     Published output directory (holding manifest.json) that a restore job reads. Required when BAQUP_ROLE is restore.
     """
@@ -52,7 +54,7 @@ class BaseConfig(ContractModel):
     """
     Redis password, when it is not in the URL.
     """
-    BAQUP_SPOOL_DIR: str | None = None
+    BAQUP_SPOOL_DIR: PathText | None = None
     """
     Directory of the filesystem spool. Default: BAQUP_STAGING_DIR/.spool.
     """

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from baqup_schema._base import ContractModel
-from baqup_schema.contract._types import Timestamp
+from baqup_schema._types import Timestamp
 from pydantic import ConfigDict, Field
 
 from . import artifact, common

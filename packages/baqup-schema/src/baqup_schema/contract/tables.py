@@ -102,3 +102,21 @@ CONDITIONAL_FIELDS: dict[str, tuple[str, str, str]] = {
 }
 """Model -> (field, value, other): ``other`` is present exactly when ``field`` is not
 ``value`` (the schemas' if/then/else, which the model generator drops)."""
+
+JOB_ID_PATTERN: str = "^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
+"""A job id (common.json#/$defs/JobId): also a directory name and part of Redis keys."""
+
+AGENT_ID_PATTERN: str = "^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
+"""An agent id (common.json#/$defs/AgentId)."""
+
+ARTIFACT_FILENAME_PATTERN: str = "^[A-Za-z0-9_][A-Za-z0-9._-]*(/[A-Za-z0-9_][A-Za-z0-9._-]*)*$"
+"""An artifact's filename, relative to the output directory (artifact.json)."""
+
+ARTIFACT_FILENAME_MAX_LENGTH: int = 1024
+"""Characters in an artifact's filename at most (artifact.json)."""
+
+LOG_RECORD_FIELDS: tuple[str, ...] = ("timestamp", "level", "message", "job_id", "agent_id", "logger", "exception")
+"""The fields of a log record the logger writes itself (log-record.json's properties)."""
+
+RESULT_ERROR_MAX_LENGTH: int = 4096
+"""Characters in a result message's error text at most (bus-message.json#/$defs/Result)."""

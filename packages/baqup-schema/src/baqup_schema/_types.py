@@ -1,11 +1,12 @@
-{{ header }}
 """String formats checked as strictly as JSON Schema checks them (schema/common.json).
+
+Hand-written (the generator cannot express these checks): the schemas name these types
+with ``customTypePath``, so the generated models import them from here.
 
 pydantic's UUID also takes hex without dashes, braces and ``urn:uuid:`` forms, and its
 datetime takes a space for the ``T``, lower-case letters and unix timestamps in strings;
 the schemas' formats (RFC 9562 and RFC 3339) do not. These types keep the Python objects
-(``UUID``, aware ``datetime``) and first require the text form the format allows. The
-schemas name them with ``customTypePath``.
+(``UUID``, aware ``datetime``) and first require the text form the format allows.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from typing import Annotated, Any
 from uuid import UUID
 
 from pydantic import AfterValidator, AwareDatetime, BeforeValidator, Strict
+
+from baqup_schema.contract_schemas import is_path
 
 
 def _text_or(python_type: type, pattern: str, what: str) -> BeforeValidator:
@@ -74,3 +77,13 @@ UtcTimestamp = Annotated[
     AfterValidator(_utc),
 ]
 """common.json#/$defs/UtcTimestamp: format date-time ending in Z (bus messages)."""
+
+
+def _path(value: str) -> str:
+    if not is_path(value):
+        raise ValueError("Input should be a path: not empty, no NUL, at most 4096 characters")
+    return value
+
+
+PathText = Annotated[str, AfterValidator(_path)]
+"""format path (config.json): the text of a path, checked as the runtime checks it."""
