@@ -443,7 +443,7 @@ class _Job:
         from baqup_agent.staging import check_staging_dir
 
         try:
-            check_staging_dir(self.config["BAQUP_STAGING_DIR"])
+            check_staging_dir(self.settings.staging_dir)
         except CantCreateOutput as exc:
             self.logger.fatal("cannot use the staging directory", exc=exc, exit_code=exc.exit_code)
             return int(exc.exit_code)
@@ -452,11 +452,13 @@ class _Job:
     def _open_bus(self) -> int | None:
         """Set up ``self.bus``; the exit code when that fails (None when it worked)."""
         from baqup_agent.bus import BusClient
+        from baqup_agent.keys import default_spool_dir
 
         # A restore only writes below the staging directory when the bus is the spool
         # (no Redis) and the spool lives there (the default); a backup checked it already.
-        spool_is_bus_in_staging = not (
-            self.config.get("BAQUP_REDIS_URL") or self.config.get("BAQUP_SPOOL_DIR")
+        settings = self.settings
+        spool_is_bus_in_staging = settings.redis_url is None and settings.spool_dir == (
+            default_spool_dir(None, str(settings.staging_dir))
         )
         if self.role is not Role.BACKUP and spool_is_bus_in_staging:
             failed = self._check_staging()

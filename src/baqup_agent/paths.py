@@ -132,6 +132,8 @@ def _field_rules(model: str, field: str) -> tuple[re.Pattern[str], int | None]:
     pattern = next(m.pattern for m in metadata if getattr(m, "pattern", None))
     max_length = next((m.max_length for m in metadata if getattr(m, "max_length", None)), None)
     return re.compile(pattern), max_length
+
+
 _ARTIFACT_FILENAME = re.compile(ARTIFACT_FILENAME_PATTERN)
 _JOB_ID = re.compile(JOB_ID_PATTERN)
 
