@@ -24,6 +24,7 @@ from baqup_agent.contract import ExitCode
 from baqup_agent.contract.wire import HEARTBEAT_TTL_INTERVALS, SPOOL_EVENTS_FILE, STREAM_FIELD
 from baqup_agent.keys import job_keys
 
+MIN_CADENCE_GAPS = 3  # regular gaps needed to judge the cadence: fewer say little
 HEARTBEAT_SLACK = 0.5  # seconds a gap may exceed the TTL by (scheduling on a loaded machine)
 KEY_TTL_SLACK_MS = 100  # PX rounding and the time between SET and the suite's PTTL
 
@@ -150,13 +151,28 @@ def _gaps(run: Run, beats: list[Message], interval: float, ttl: float) -> Iterat
                 run,
             )
             break
-    gaps = [b - a for a, b in itertools.pairwise(stamps)]
-    if len(gaps) >= 2:
+    gaps = _regular_gaps(beats)
+    if len(gaps) >= MIN_CADENCE_GAPS:
         median = statistics.median(gaps)
         if not 0.5 * interval <= median <= 1.6 * interval:
             yield should(
                 f"median heartbeat gap {median:.3f} s, configured interval {interval:g} s", run
             )
+
+
+def _regular_gaps(beats: list[Message]) -> list[float]:
+    """The gaps between beats sent on the schedule: a gap ending at a beat whose state or
+    intent differs from the previous beat's is left out, as an agent may say a change at
+    once (the SDK does), which on a short job would make the interval look shorter."""
+    gaps = []
+    for a, b in itertools.pairwise(beats):
+        da, db = a.data or {}, b.data or {}
+        ta, tb = parse_time(da.get("timestamp")), parse_time(db.get("timestamp"))
+        if ta is None or tb is None:
+            continue
+        if (da.get("state"), da.get("intent")) == (db.get("state"), db.get("intent")):
+            gaps.append(tb - ta)
+    return gaps
 
 
 def _ttl_key(run: Run, beats: list[Message], interval: float, ttl: float) -> Iterator[Finding]:

@@ -19,8 +19,11 @@ from baqup_agent.contract.tables import FINAL_STATES, INITIAL_STATE, TRANSITIONS
 
 STOP_SLACK = 1.0  # seconds beyond the grace period: process exit and polling latency
 # Output published this soon after the signal or cancel was (most likely) finished before
-# the agent could see it: a last uninterruptible step, a control stream polled at intervals.
-RACE = 0.5
+# the agent could see it: a last uninterruptible step, a control stream polled at intervals,
+# a loaded machine (0.5 s judged compliant agents wrong on a 2-core machine at load 5-30).
+# The interrupted jobs are sized to last about 8 s, so an agent that ignores the stop
+# still publishes far beyond this.
+RACE = 2.0
 
 
 def state_transitions(inp: CheckInput) -> Iterator[Finding]:
