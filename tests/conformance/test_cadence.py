@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import statistics
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta, timezone
 
 from hypothesis import given
 from hypothesis import strategies as st
@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from baqup_agent.conformance.checks.bus import _regular_gaps
 from baqup_agent.conformance.observed import Message
 
-START = datetime(2026, 1, 1, tzinfo=UTC)
+START = datetime(2026, 1, 1, tzinfo=timezone.utc)
 
 
 def beat(at: float, state: str = "running", intent: str = "continuing") -> Message:
