@@ -30,9 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, BinaryIO, ClassVar, NoReturn, cast
 
-from baqup_agent.contract import AgentState, ExitCode, HeartbeatIntent, ResultStatus, Role
-from baqup_agent.contract.tables import EXIT_CODES
-from baqup_agent.errors import (
+from baqup_agent._errors import (
     Cancelled,
     ConfigError,
     DataError,
@@ -41,23 +39,25 @@ from baqup_agent.errors import (
     PartialFailure,
     classify,
 )
-from baqup_agent.lifecycle import Cancellation, EarlySignals, StateMachine
-from baqup_agent.logger import Logger
-from baqup_agent.pid1 import supervise_if_pid1
-from baqup_agent.progress import ProgressCounter, ProgressLog
+from baqup_agent._lifecycle import Cancellation, EarlySignals, StateMachine
+from baqup_agent._logger import Logger
+from baqup_agent._pid1 import supervise_if_pid1
+from baqup_agent._progress import ProgressCounter, ProgressLog
+from baqup_agent.contract import AgentState, ExitCode, HeartbeatIntent, ResultStatus, Role
+from baqup_agent.contract.tables import EXIT_CODES
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
 
-    from baqup_agent.archive import TarStats
-    from baqup_agent.artifacts import ArtifactWriter
-    from baqup_agent.bus import BusClient
-    from baqup_agent.child import ChildOptions, ChildResult, SecretFile
-    from baqup_agent.config import Config
+    from baqup_agent._archive import TarStats
+    from baqup_agent._artifacts import ArtifactWriter
+    from baqup_agent._bus import BusClient
+    from baqup_agent._child import ChildOptions, ChildResult, SecretFile
+    from baqup_agent._config import Config
+    from baqup_agent._heartbeat import HeartbeatThread
+    from baqup_agent._restore import PublishedOutput
+    from baqup_agent._staging import JobLock, Staging
     from baqup_agent.contract import Cancel
-    from baqup_agent.heartbeat import HeartbeatThread
-    from baqup_agent.restore import PublishedOutput
-    from baqup_agent.staging import JobLock, Staging
 
 PROGRESS_INTERVAL = 1.0
 """Seconds, at least, between two progress messages sent by ``Context.progress``."""
@@ -244,7 +244,7 @@ class Context:
         argv: Sequence[str | os.PathLike[str] | SecretFile],
         **options: Unpack[ChildOptions],
     ) -> ChildResult:
-        """Run a program as part of the job and wait for it (see ``baqup_agent.child``).
+        """Run a program as part of the job and wait for it (see ``baqup_agent._child``).
 
         ``stdout``: a writer (an artifact) its standard output streams into, counted as
         progress (else it is captured in the result); ``stdin``: a reader (an artifact
@@ -256,7 +256,7 @@ class Context:
         SIGKILL on cancel (default half ``BAQUP_GRACE_PERIOD``); ``stderr_level``: the
         level of its stderr lines in the log (default info); ``name``: its name in logs.
         """
-        from baqup_agent.child import run_child
+        from baqup_agent._child import run_child
 
         return run_child(self, self._cancellation, argv, **options)
 
@@ -305,7 +305,7 @@ class Context:
         """Write the tree at ``root`` as a tar stream into ``fileobj`` (an artifact writer,
         or any binary file), never following symlinks; each entry is a checkpoint and
         counts as an item."""
-        from baqup_agent.archive import create_tar
+        from baqup_agent._archive import create_tar
 
         def each_entry() -> None:
             self.checkpoint()
@@ -337,7 +337,7 @@ class Context:
     def extract_tar(self, fileobj: IO[bytes], target: str | os.PathLike[str]) -> TarStats:
         """Extract a tar stream into ``target`` safely: no entry may escape it (unsafe
         entries raise ``DataError``, exit 65). Each entry is a checkpoint and an item."""
-        from baqup_agent.archive import extract_tar
+        from baqup_agent._archive import extract_tar
 
         entries = -1  # the callback runs before each entry and once more at the end
 
@@ -411,7 +411,7 @@ class _Job:
         """
         if self.role is not Role.BACKUP:
             return self._run()  # restore reruns redo the work: no lock
-        from baqup_agent.staging import JobLock
+        from baqup_agent._staging import JobLock
 
         failed = self._check_staging()
         if failed is not None:
@@ -439,8 +439,8 @@ class _Job:
         """73 when the staging directory cannot be used (None when it can): checked before
         the lock and the bus, whose spool may live below it and would fail otherwise with
         another code."""
-        from baqup_agent.errors import CantCreateOutput
-        from baqup_agent.staging import check_staging_dir
+        from baqup_agent._errors import CantCreateOutput
+        from baqup_agent._staging import check_staging_dir
 
         try:
             check_staging_dir(self.settings.staging_dir)
@@ -451,8 +451,8 @@ class _Job:
 
     def _open_bus(self) -> int | None:
         """Set up ``self.bus``; the exit code when that fails (None when it worked)."""
-        from baqup_agent.bus import BusClient
-        from baqup_agent.keys import default_spool_dir
+        from baqup_agent._bus import BusClient
+        from baqup_agent._keys import default_spool_dir
 
         # A restore only writes below the staging directory when the bus is the spool
         # (no Redis) and the spool lives there (the default); a backup checked it already.
@@ -475,8 +475,8 @@ class _Job:
     def _rerun(self) -> int:
         """A backup whose output is already published: verify it, then deliver the
         earlier run's spool and, only when the bus has none, a result (section 4.7)."""
-        from baqup_agent.errors import DataError
-        from baqup_agent.restore import PublishedOutput
+        from baqup_agent._errors import DataError
+        from baqup_agent._restore import PublishedOutput
 
         output = self.settings.staging_dir / self.settings.job_id
         try:
@@ -526,7 +526,7 @@ class _Job:
 
     def _run(self) -> int:
         """A job that does its work: from the first state change to the result."""
-        from baqup_agent.heartbeat import HeartbeatThread
+        from baqup_agent._heartbeat import HeartbeatThread
 
         failed = self._open_bus()
         if failed is not None:
@@ -612,7 +612,7 @@ class _Job:
         """Set up what the role needs, in the initializing state."""
         source: PublishedOutput | None = None
         if self.role is Role.BACKUP:
-            from baqup_agent.staging import Staging
+            from baqup_agent._staging import Staging
 
             self.staging = Staging(
                 self.settings.staging_dir,
@@ -622,7 +622,7 @@ class _Job:
             )
             self.staging.prepare()
         else:
-            from baqup_agent.restore import PublishedOutput
+            from baqup_agent._restore import PublishedOutput
 
             # a restore has a source: config.json requires it with the role
             assert self.settings.restore_source is not None
@@ -806,7 +806,7 @@ def _log_failure(
 def _config_error_logger(environ: Mapping[str, str], stream: IO[str] | None) -> Logger:
     """A logger for configuration errors, built from whatever the environment gives."""
 
-    from baqup_agent.config import fallback_identity
+    from baqup_agent._config import fallback_identity
 
     job_id, agent_id, fmt = fallback_identity(environ)
     return Logger(job_id, agent_id, format=fmt, stream=stream)
@@ -885,7 +885,7 @@ def _load_and_run(
     route_python_output: bool,
 ) -> int:
     """``run_job`` once start-up signals are being recorded."""
-    from baqup_agent.config import load_config, scrub_secrets
+    from baqup_agent._config import load_config, scrub_secrets
 
     instance = agent() if isinstance(agent, type) else agent
     env: Mapping[str, str] = os.environ if environ is None else environ
@@ -933,7 +933,7 @@ def run(
 ) -> NoReturn:
     """Run one job with ``agent`` as configured by the environment, then exit the process
     with the job's exit code."""
-    from baqup_agent.cli import UsageParser
+    from baqup_agent._cli import UsageParser
 
     cls = agent if isinstance(agent, type) else type(agent)
     parser = UsageParser(

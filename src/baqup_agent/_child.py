@@ -48,14 +48,14 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import IO, TYPE_CHECKING, TypedDict
 
+from baqup_agent._errors import AgentError, InternalError, ResourceUnavailable
+from baqup_agent._redaction import redact
+from baqup_agent._secret import Secret
 from baqup_agent.contract import ExitCode
-from baqup_agent.errors import AgentError, InternalError, ResourceUnavailable
-from baqup_agent.redaction import redact
-from baqup_agent.secret import Secret
 
 if TYPE_CHECKING:
-    from baqup_agent.agent import Context
-    from baqup_agent.lifecycle import Cancellation
+    from baqup_agent._agent import Context
+    from baqup_agent._lifecycle import Cancellation
 
 POLL_INTERVAL = 0.1
 """Seconds, at most, between two cancellation checks while the child is silent."""

@@ -18,13 +18,13 @@ from typing import Any, NamedTuple, cast
 
 import orjson
 
+from baqup_agent._errors import ConfigError, ConfigProblem
+from baqup_agent._keys import default_spool_dir
+from baqup_agent._secret import Secret
 from baqup_agent.contract import BaseConfig, ChecksumAlgorithm, LogFormat, LogLevelName, Role
 from baqup_agent.contract.tables import AGENT_ID_PATTERN, JOB_ID_PATTERN, SECRET_CONFIG_VARIABLES
 from baqup_agent.contract.wire import HEARTBEAT_TTL_INTERVALS
-from baqup_agent.errors import ConfigError, ConfigProblem
-from baqup_agent.keys import default_spool_dir
 from baqup_agent.schema import config_schema, load_from_env
-from baqup_agent.secret import Secret
 
 __all__ = [
     "BusEnvironment",

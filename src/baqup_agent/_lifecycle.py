@@ -41,12 +41,12 @@ from collections.abc import Callable, Iterator
 from types import FrameType
 from typing import TYPE_CHECKING, NoReturn
 
+from baqup_agent._errors import Cancelled, IllegalTransition
 from baqup_agent.contract import AgentState
 from baqup_agent.contract.tables import FINAL_STATES, INITIAL_STATE, TRANSITIONS
-from baqup_agent.errors import Cancelled, IllegalTransition
 
 if TYPE_CHECKING:
-    from baqup_agent.logger import Logger
+    from baqup_agent._logger import Logger
 
 StateCallback = Callable[[AgentState, "AgentState | None", "str | None"], None]
 """Called with (to_state, from_state, reason) after every transition."""

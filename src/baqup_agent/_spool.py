@@ -16,11 +16,12 @@ from typing import BinaryIO
 
 import orjson
 
+from baqup_agent._durable import fsync_dir, write_file
+from baqup_agent._keys import CONTROL_FILE, EVENTS_FILE, REPLAYED_FILE
+
 # the modes keep staged data from being world-readable (contract section 7)
 from baqup_agent.contract.wire import SPOOL_DIR_MODE as _DIR_MODE
 from baqup_agent.contract.wire import SPOOL_FILE_MODE as _FILE_MODE
-from baqup_agent.durable import fsync_dir, write_file
-from baqup_agent.keys import CONTROL_FILE, EVENTS_FILE, REPLAYED_FILE
 
 _TAIL_BYTES = 64 * 1024  # enough to find the last complete line (messages are < 10 KiB)
 _READ_CHUNK = 256 * 1024

@@ -22,17 +22,10 @@ from typing import TYPE_CHECKING, Any, get_args
 
 import orjson
 
-from baqup_agent.artifacts import FILE_MODE, ArtifactWriter
-from baqup_agent.checksum import DEFAULT_ALGORITHM, file_checksum
-from baqup_agent.contract import Artifact, ChecksumAlgorithm, Compression, Manifest, Role
-
-# the wire layout: job ids cannot start with a dot, so the locks directory never collides
-# with one; staged directories are private (contract section 7)
-from baqup_agent.contract.wire import LOCKS_SUBDIR as LOCKS_DIRNAME
-from baqup_agent.contract.wire import STAGING_DIR_MODE as DIR_MODE
-from baqup_agent.contract.wire import STAGING_SUBDIR as STAGING_DIRNAME
-from baqup_agent.durable import fsync_dir, write_file
-from baqup_agent.errors import (
+from baqup_agent._artifacts import FILE_MODE, ArtifactWriter
+from baqup_agent._checksum import DEFAULT_ALGORITHM, file_checksum
+from baqup_agent._durable import fsync_dir, write_file
+from baqup_agent._errors import (
     CantCreateOutput,
     ConfigError,
     InternalError,
@@ -40,15 +33,21 @@ from baqup_agent.errors import (
     PartialFailure,
     summarize,
 )
-from baqup_agent.keys import SPOOL_SUBDIR
-from baqup_agent.paths import is_artifact_filename, is_job_id
-from baqup_agent.redaction import redact
+from baqup_agent._keys import SPOOL_SUBDIR
+from baqup_agent._paths import is_artifact_filename, is_job_id
+from baqup_agent._redaction import redact
+from baqup_agent.contract import Artifact, ChecksumAlgorithm, Compression, Manifest, Role
+
+# the wire layout: job ids cannot start with a dot, so the locks directory never collides
+# with one; staged directories are private (contract section 7)
+from baqup_agent.contract.wire import LOCKS_SUBDIR as LOCKS_DIRNAME
+from baqup_agent.contract.wire import MANIFEST_FILE as MANIFEST_NAME
+from baqup_agent.contract.wire import STAGING_DIR_MODE as DIR_MODE
+from baqup_agent.contract.wire import STAGING_SUBDIR as STAGING_DIRNAME
 
 if TYPE_CHECKING:
-    from baqup_agent.logger import Logger
-    from baqup_agent.progress import ProgressCounter
-
-MANIFEST_NAME = "manifest.json"
+    from baqup_agent._logger import Logger
+    from baqup_agent._progress import ProgressCounter
 
 
 class JobLock:

@@ -20,7 +20,7 @@ from typing import Any
 from urllib.parse import quote, urlencode
 
 from baqup_agent import Agent, DataError
-from baqup_agent.agent import Context
+from baqup_agent._agent import Context
 
 
 class _Dies:

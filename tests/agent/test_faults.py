@@ -23,9 +23,9 @@ from pathlib import Path
 
 import pytest
 
-from baqup_agent.agent import run_job
+from baqup_agent._agent import run_job
+from baqup_agent._keys import EVENTS_FILE, SPOOL_SUBDIR
 from baqup_agent.contract import ExitCode
-from baqup_agent.keys import EVENTS_FILE, SPOOL_SUBDIR
 from tests.agent.helpers import (
     FS_AGENT,
     SAMPLE_AGENT,

@@ -15,11 +15,11 @@ from typing import Any
 
 import pytest
 
+from baqup_agent._errors import Cancelled, IllegalTransition
+from baqup_agent._lifecycle import Cancellation, StateMachine
+from baqup_agent._logger import Logger
 from baqup_agent.contract import AgentState
 from baqup_agent.contract.tables import TRANSITIONS
-from baqup_agent.errors import Cancelled, IllegalTransition
-from baqup_agent.lifecycle import Cancellation, StateMachine
-from baqup_agent.logger import Logger
 
 
 def _logger() -> Logger:
@@ -254,8 +254,8 @@ def test_forced_exit_does_not_wait_for_a_hanging_clean_up(
 # the grace period.
 _LONG_CALL_SCRIPT = """
 import hashlib, sys, zstandard
-from baqup_agent.lifecycle import Cancellation
-from baqup_agent.logger import Logger
+from baqup_agent._lifecycle import Cancellation
+from baqup_agent._logger import Logger
 
 grace = float(sys.argv[1])
 c = Cancellation(grace, Logger("job-1", "agent-1", stream=sys.stderr))

@@ -12,7 +12,7 @@ import tempfile
 from pathlib import Path
 
 from baqup_agent import Agent
-from baqup_agent.agent import Context
+from baqup_agent._agent import Context
 
 
 class ToolAgent(Agent):

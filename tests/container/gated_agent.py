@@ -21,8 +21,8 @@ import time
 from pathlib import Path
 
 from baqup_agent import Agent
-from baqup_agent.agent import Context
-from baqup_agent.errors import InternalError
+from baqup_agent._agent import Context
+from baqup_agent._errors import InternalError
 
 STATUS_CHECKS = 20
 ORPHAN_MAKER = """

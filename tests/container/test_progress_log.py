@@ -18,10 +18,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from baqup_agent import Agent, Secret
-from baqup_agent.agent import Context, run_job
+from baqup_agent._agent import Context, run_job
+from baqup_agent._logger import Logger
+from baqup_agent._progress import ProgressCounter, ProgressLog, format_bytes
 from baqup_agent.contract import ExitCode
-from baqup_agent.logger import Logger
-from baqup_agent.progress import ProgressCounter, ProgressLog, format_bytes
 from baqup_agent.testing import LogCapture
 from tests.agent.helpers import ROOT, job_env
 

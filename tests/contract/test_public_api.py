@@ -106,6 +106,12 @@ PACKAGE_NAMES = PACKAGE_CONTRACT_NAMES | {
     "IOFailure",
     "PartialFailure",
     "Cancelled",
+    # public since issue 12 item 4, when their modules became private: authors build a
+    # SecretFile, get a ChildResult and a PublishedOutput, read a job with JobEvents
+    "ChildResult",
+    "JobEvents",
+    "PublishedOutput",
+    "SecretFile",
 }
 """The preview's names (README) plus what the runtime adds."""
 

@@ -1,0 +1,26 @@
+"""Public objects name their public module.
+
+The SDK's code lives in private modules (a leading underscore); a public module
+re-exports what authors use. ``publish`` rewrites each exported object's
+``__module__`` to the public module, as httpx does, so reprs, tracebacks, pickles
+and generated docs show the import path authors are meant to use.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def is_private(module: str) -> bool:
+    """True when a component of the dotted ``module`` name starts with an underscore."""
+    return any(part.startswith("_") for part in module.split("."))
+
+
+def publish(public_module: str, value: Any) -> Any:
+    """Give ``value`` the ``__module__`` ``public_module`` if it was defined in a private
+    module of this SDK; objects of other packages and already-public ones are left alone.
+    Returns ``value``."""
+    module = getattr(value, "__module__", None)
+    if isinstance(module, str) and module.startswith("baqup_agent.") and is_private(module):
+        value.__module__ = public_module
+    return value
