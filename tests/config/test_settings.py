@@ -13,9 +13,6 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from baqup_agent._bus import BusClient
-from baqup_agent._errors import ConfigError
-from baqup_agent._logger import Logger
-from baqup_agent._secret import Secret
 from baqup_agent._config import (
     Config,
     JobSettings,
@@ -24,6 +21,9 @@ from baqup_agent._config import (
     job_settings,
     load_config,
 )
+from baqup_agent._errors import ConfigError
+from baqup_agent._logger import Logger
+from baqup_agent._secret import Secret
 from baqup_agent.contract import BaseConfig, ChecksumAlgorithm, LogFormat, LogLevelName, Role
 from baqup_agent.contract.wire import HEARTBEAT_TTL_INTERVALS, SPOOL_SUBDIR
 
