@@ -2,7 +2,7 @@
 
 The base contract (``schema/config.json``, the ``BAQUP_*`` variables) is merged with
 the agent's own ``agent-schema.json``; the environment is read, coerced, defaulted
-and validated by ``baqup_agent.schema.load_from_env``. Secrets (``writeOnly``
+and validated by ``baqup_schema.load_from_env``. Secrets (``writeOnly``
 properties) may come from ``NAME_FILE`` and are returned as ``Secret``.
 """
 
@@ -24,7 +24,7 @@ from baqup_agent._secret import Secret
 from baqup_agent.contract import BaseConfig, ChecksumAlgorithm, LogFormat, LogLevelName, Role
 from baqup_agent.contract.tables import AGENT_ID_PATTERN, JOB_ID_PATTERN, SECRET_CONFIG_VARIABLES
 from baqup_agent.contract.wire import HEARTBEAT_TTL_INTERVALS
-from baqup_agent.schema import config_schema, load_from_env
+from baqup_schema import config_schema, load_from_env
 
 __all__ = [
     "BusEnvironment",

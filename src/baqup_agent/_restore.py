@@ -56,7 +56,7 @@ class PublishedOutput:
             document = orjson.loads(data)
         except orjson.JSONDecodeError as exc:
             raise DataError(f"{root / MANIFEST_NAME}: not JSON: {exc}") from None
-        from baqup_agent.schema import contract_errors
+        from baqup_schema import contract_errors
 
         problems = contract_errors("manifest.json", document)
         if problems:

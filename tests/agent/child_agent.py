@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import os
 
-from baqup_agent import Agent, DataError, ResourceUnavailable
-from baqup_agent._agent import Context
+from baqup_agent import Agent, Context, DataError, ResourceUnavailable
 from baqup_agent._child import SecretFile
 from baqup_agent._secret import Secret
 

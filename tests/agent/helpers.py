@@ -11,7 +11,7 @@ from typing import Any
 
 import orjson
 
-from baqup_agent._agent import Agent
+from baqup_agent import Agent
 from baqup_agent._checksum import compute_checksum
 from baqup_agent.contract import AgentState
 from baqup_agent.contract.tables import FINAL_STATES, TRANSITIONS

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from baqup_agent._agent import Agent, Context, run_job
+from baqup_agent import Agent, Context
+from baqup_agent._job import run_job
 from baqup_agent._staging import Staging
 from baqup_agent.contract import AgentState, ExitCode
 from baqup_agent.testing import LogCapture, parse_records, run_agent, send_cancel

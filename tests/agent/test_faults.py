@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from baqup_agent._agent import run_job
+from baqup_agent._job import run_job
 from baqup_agent._keys import EVENTS_FILE, SPOOL_SUBDIR
 from baqup_agent.contract import ExitCode
 from tests.agent.helpers import (

@@ -23,8 +23,8 @@ import orjson
 import pytest
 import redis
 
-from baqup_agent._agent import run_job
 from baqup_agent._heartbeat import HeartbeatThread
+from baqup_agent._job import run_job
 from baqup_agent._keys import EVENTS_FILE, SPOOL_SUBDIR, job_keys
 from baqup_agent.contract import AgentState, Cancel, ExitCode, HeartbeatIntent
 from tests.agent.helpers import SAMPLE_AGENT, agent_command, job_env, process_env

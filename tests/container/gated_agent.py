@@ -20,8 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-from baqup_agent import Agent
-from baqup_agent._agent import Context
+from baqup_agent import Agent, Context
 from baqup_agent._errors import InternalError
 
 STATUS_CHECKS = 20

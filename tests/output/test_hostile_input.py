@@ -29,10 +29,10 @@ import zstandard
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from baqup_agent._agent import run_job
 from baqup_agent._archive import MAX_EXTENDED_HEADER, create_tar, extract_tar
 from baqup_agent._artifacts import open_decompressed
 from baqup_agent._errors import CantCreateOutput, ConfigError, DataError
+from baqup_agent._job import run_job
 from baqup_agent._logger import Logger
 from baqup_agent._paths import open_regular, safe_join
 from baqup_agent._restore import PublishedOutput

@@ -119,7 +119,7 @@ def run_agent(
     ``log`` (a new ``LogCapture`` by default). Without ``BAQUP_REDIS_URL`` the job talks
     over the spool, and ``messages`` are all it sent.
     """
-    from baqup_agent._agent import run_job
+    from baqup_agent._job import run_job
 
     log = log if log is not None else LogCapture()
     code = run_job(agent, environ=dict(env), install_signals=False, log_stream=log)
