@@ -345,7 +345,7 @@ def run(
 ) -> NoReturn:
     """Run one job with ``agent`` as configured by the environment, then exit the process
     with the job's exit code."""
-    from baqup_agent._cli import UsageParser
+    from baqup_agent._usage import UsageParser
 
     cls = agent if isinstance(agent, type) else type(agent)
     parser = UsageParser(

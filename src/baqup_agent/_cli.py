@@ -12,10 +12,9 @@ import importlib
 import json
 import sys
 from collections.abc import Sequence
-from typing import NoReturn
 
 from baqup_agent import __version__
-from baqup_agent.contract import ExitCode
+from baqup_agent._usage import UsageParser
 
 # subcommand -> (module, function taking the parsed arguments and returning an exit code)
 _COMMANDS = {
@@ -25,18 +24,6 @@ _COMMANDS = {
     "conformance": ("baqup_agent.conformance.cli", "conformance_command"),
     "new": ("baqup_agent._scaffold", "new_command"),
 }
-
-
-class UsageParser(argparse.ArgumentParser):
-    """An ``ArgumentParser`` whose usage errors exit 64 (USAGE_CONFIG_ERROR), not 2.
-
-    Its subparsers are of the same class.
-    """
-
-    def error(self, message: str) -> NoReturn:
-        """Print the usage and ``message`` to standard error and exit 64."""
-        self.print_usage(sys.stderr)
-        self.exit(int(ExitCode.USAGE_CONFIG_ERROR), f"{self.prog}: error: {message}\n")
 
 
 def build_parser() -> argparse.ArgumentParser:

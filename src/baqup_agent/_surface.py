@@ -8,6 +8,7 @@ and generated docs show the import path authors are meant to use.
 
 from __future__ import annotations
 
+from collections.abc import MutableMapping
 from typing import Any
 
 
@@ -24,3 +25,9 @@ def publish(public_module: str, value: Any) -> Any:
     if isinstance(module, str) and module.startswith("baqup_agent.") and is_private(module):
         value.__module__ = public_module
     return value
+
+
+def publish_all(public_module: str, namespace: MutableMapping[str, Any]) -> None:
+    """``publish`` every name of ``namespace["__all__"]`` (a facade module's globals)."""
+    for name in namespace["__all__"]:
+        publish(public_module, namespace[name])

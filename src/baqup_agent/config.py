@@ -7,10 +7,8 @@ are the typed ``JobSettings`` the runtime receives.
 """
 
 from baqup_agent._config import Config, JobSettings, job_settings, load_config
-from baqup_agent._surface import publish as _publish
+from baqup_agent._surface import publish_all as _publish_all
 
 __all__ = ["Config", "JobSettings", "job_settings", "load_config"]
 
-for _name in __all__:
-    _publish(__name__, globals()[_name])
-del _name
+_publish_all(__name__, globals())
