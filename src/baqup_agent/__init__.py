@@ -33,6 +33,7 @@ _EXPORTS: dict[str, str] = {
     "Context": "baqup_agent._agent",
     "run": "baqup_agent._agent",
     "SecretFile": "baqup_agent._child",
+    "ChildFailed": "baqup_agent._child",
     "ChildResult": "baqup_agent._child",
     "PublishedOutput": "baqup_agent._restore",
     "JobEvents": "baqup_agent._reader",
@@ -55,6 +56,7 @@ __all__ = [
     "BusClient",
     "Cancelled",
     "CantCreateOutput",
+    "ChildFailed",
     "ChildResult",
     "ConfigError",
     "Context",
@@ -83,7 +85,7 @@ if typing.TYPE_CHECKING:
     from baqup_agent._agent import Agent, Context, run
     from baqup_agent._bus import BusClient
     from baqup_agent._checksum import compute_checksum
-    from baqup_agent._child import ChildResult, SecretFile
+    from baqup_agent._child import ChildFailed, ChildResult, SecretFile
     from baqup_agent._errors import (
         AgentError,
         Cancelled,

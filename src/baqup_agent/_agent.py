@@ -230,7 +230,7 @@ class Context:
         argv: Sequence[str | os.PathLike[str] | SecretFile],
         **options: Unpack[ChildOptions],
     ) -> ChildResult:
-        """Run a program as part of the job and wait for it (see ``baqup_agent._child``).
+        """Run a program as part of the job and wait for it (docs/writing-an-agent.md).
 
         ``stdout``: a writer (an artifact) its standard output streams into, counted as
         progress (else it is captured in the result); ``stdin``: a reader (an artifact
@@ -238,7 +238,7 @@ class Context:
         environment (``Secret`` values revealed there, ``SecretFile`` values become the
         path of a file holding the secret); ``ok_codes`` (default ``(0,)``);
         ``exit_codes``: exit code -> ``AgentError`` subclass to raise, other codes raise
-        ``child.ChildFailed`` (exit 1); ``term_timeout``: seconds between SIGTERM and
+        ``ChildFailed`` (exit 1); ``term_timeout``: seconds between SIGTERM and
         SIGKILL on cancel (default half ``BAQUP_GRACE_PERIOD``); ``stderr_level``: the
         level of its stderr lines in the log (default info); ``name``: its name in logs.
         """

@@ -107,7 +107,9 @@ PACKAGE_NAMES = PACKAGE_CONTRACT_NAMES | {
     "PartialFailure",
     "Cancelled",
     # public since issue 12 item 4, when their modules became private: authors build a
-    # SecretFile, get a ChildResult and a PublishedOutput, read a job with JobEvents
+    # SecretFile, get a ChildResult (or a ChildFailed) and a PublishedOutput, read a job
+    # with JobEvents
+    "ChildFailed",
     "ChildResult",
     "JobEvents",
     "PublishedOutput",

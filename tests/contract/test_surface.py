@@ -30,6 +30,7 @@ PUBLIC: dict[str, list[str]] = {
         "BusClient",
         "Cancelled",
         "CantCreateOutput",
+        "ChildFailed",
         "ChildResult",
         "ConfigError",
         "Context",
