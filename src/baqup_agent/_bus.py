@@ -69,17 +69,13 @@ if TYPE_CHECKING:
     import argparse
 
     from baqup_agent._logger import Logger
-    from baqup_agent._redis_client import RedisClient as RedisClient  # re-exported for types
+    from baqup_agent._redis_client import RedisClient
 
 __all__ = [
     "REPLAY_BATCH",
     "STREAM_MAXLEN",
     "AgentMessage",
-    "Backoff",
     "BusClient",
-    "connect_redis",
-    "entry_messages",
-    "is_redis_error",
     "queue_message",
     "replay_command",
     "replay_spool",

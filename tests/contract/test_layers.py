@@ -9,6 +9,7 @@ Import-time cycles (module-level imports) are refused everywhere.
 
 from __future__ import annotations
 
+import ast
 import itertools
 import re
 from pathlib import Path
@@ -233,3 +234,41 @@ def test_the_layer_rule_names_every_upward_import(
     assert len(found) == sum(1 for s, t, k in edges if (s, t) in upward and k != "types"), found
     for line in found:  # each names the file, the line, both modules and both layers
         assert re.match(r".+\.py:\d+: pkg\.m\d imports pkg\.m\d \(\w+\): layer 'low'", line)
+
+
+def _borrowed_names(path: Path, known: set[str]) -> dict[str, str]:
+    """Names a module imports from another module of the package: name -> that module."""
+    borrowed = {}
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom) and node.module in known and not node.level:
+            for alias in node.names:
+                borrowed[alias.asname or alias.name] = node.module
+    return borrowed
+
+
+def _private(module: str) -> bool:
+    return any(part.startswith("_") for part in module.split(".")[1:])
+
+
+def test_private_helpers_come_from_the_module_that_defines_them() -> None:
+    """``from baqup_agent._bus import connect_redis`` when ``_bus`` only imported it from
+    ``_redis_client`` hides the real dependency (the reader did this): import a name
+    from where it is defined. The public facades re-export on purpose."""
+    known = modules(PACKAGE)
+    borrowed = {module: _borrowed_names(path, set(known)) for module, path in known.items()}
+    found = []
+    for module, path in known.items():
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not (isinstance(node, ast.ImportFrom) and node.module in known):
+                continue
+            if not _private(node.module):
+                continue  # a public module: re-exports are its purpose
+            for alias in node.names:
+                origin = borrowed[node.module].get(alias.name)
+                # the contract's names, renamed where they are used (_keys), are data
+                if origin is not None and _private(origin):
+                    found.append(
+                        f"{path.relative_to(ROOT)}:{node.lineno}: {module} takes {alias.name} "
+                        f"from {node.module}, which has it from {origin}"
+                    )
+    assert found == []
