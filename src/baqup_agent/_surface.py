@@ -8,6 +8,8 @@ and generated docs show the import path authors are meant to use.
 
 from __future__ import annotations
 
+import contextlib
+import sys
 from collections.abc import MutableMapping
 from typing import Any
 
@@ -23,8 +25,30 @@ def publish(public_module: str, value: Any) -> Any:
     Returns ``value``."""
     module = getattr(value, "__module__", None)
     if isinstance(module, str) and module.startswith("baqup_agent.") and is_private(module):
+        if isinstance(value, type):
+            _resolve_annotations(value, vars(sys.modules[module]))
         value.__module__ = public_module
     return value
+
+
+def _resolve_annotations(cls: type, namespace: dict[str, Any]) -> None:
+    """Evaluate ``cls``'s own string annotations where it was defined.
+
+    ``typing.get_type_hints`` looks a class's annotations up in the module its
+    ``__module__`` names: once that is the public one, a name such as ``ClassVar`` would
+    no longer be found there. One it cannot resolve here stays a string (as a
+    ``TYPE_CHECKING``-only name always did).
+    """
+    import inspect  # only when a class is published: the runtime loads it by then anyway
+
+    resolved = {}
+    for name, annotation in inspect.get_annotations(cls).items():
+        if isinstance(annotation, str):
+            with contextlib.suppress(Exception):  # any failure: keep it as it was
+                annotation = eval(annotation, namespace, dict(vars(cls)))
+        resolved[name] = annotation
+    if resolved:
+        cls.__annotations__ = resolved
 
 
 def publish_all(public_module: str, namespace: MutableMapping[str, Any]) -> None:

@@ -243,3 +243,20 @@ def test_documented_import_paths_work() -> None:
     assert private == [], f"docs import private modules: {private}"
     code = "\n".join(sorted(lines))
     subprocess.run([sys.executable, "-c", code], timeout=60, check=True)
+
+
+def test_type_hints_of_published_classes_still_resolve() -> None:
+    """``typing.get_type_hints`` looks annotations up in the module ``__module__`` names;
+    a class given the public one keeps hints that resolve (subclasses in agents too)."""
+    import typing
+
+    class MyAgent(baqup_agent.Agent):
+        label: str = "x"
+
+    assert typing.get_type_hints(MyAgent)["label"] is str
+    for name in ("baqup_agent", "baqup_agent.config", "baqup_agent.testing"):
+        module = importlib.import_module(name)
+        for export in module.__all__:
+            value = getattr(module, export)
+            if inspect.isclass(value) and value.__module__ == name:
+                typing.get_type_hints(value)
