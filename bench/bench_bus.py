@@ -15,11 +15,12 @@ import threading
 import time
 from pathlib import Path
 
-from baqup_agent.bus import BusClient, entry_messages
+from baqup_agent._bus import BusClient
+from baqup_agent._heartbeat import HeartbeatThread
+from baqup_agent._logger import Logger
+from baqup_agent._redis_client import entry_messages
+from baqup_agent._spool import Spool
 from baqup_agent.contract import AgentState, LogLevel, Progress
-from baqup_agent.heartbeat import HeartbeatThread
-from baqup_agent.logger import Logger
-from baqup_agent.spool import Spool
 from bench._report import row
 from tests.conftest import RedisServer
 

@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from baqup_agent.checksum import compute_checksum
+from baqup_agent._checksum import compute_checksum
 from bench._report import row
 
 ROUNDS = 3

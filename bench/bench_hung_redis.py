@@ -31,12 +31,13 @@ from pathlib import Path
 
 import orjson
 
-from baqup_agent.agent import PROGRESS_INTERVAL
-from baqup_agent.bus import BusClient, entry_messages
+from baqup_agent._agent import PROGRESS_INTERVAL
+from baqup_agent._bus import BusClient
+from baqup_agent._heartbeat import HeartbeatThread
+from baqup_agent._keys import EVENTS_FILE, SPOOL_SUBDIR, job_keys
+from baqup_agent._logger import Logger
+from baqup_agent._redis_client import entry_messages
 from baqup_agent.contract import LogLevel, Progress
-from baqup_agent.heartbeat import HeartbeatThread
-from baqup_agent.keys import EVENTS_FILE, SPOOL_SUBDIR, job_keys
-from baqup_agent.logger import Logger
 from bench._report import row
 from tests.conftest import RedisServer
 

@@ -57,7 +57,7 @@ def _structlog_emit(devnull: object) -> Callable[[], None]:
 
 
 def _baqup_emit(devnull: object) -> Callable[[], None]:
-    from baqup_agent.logger import Logger
+    from baqup_agent._logger import Logger
 
     log = Logger("job-2026-11-27.001", "fs-agent-7f3c", stream=devnull)  # type: ignore[arg-type]
     return lambda: log.info("chunk written", **FIELDS)
@@ -148,8 +148,8 @@ def _bench_load_config(workdir: Path) -> None:
 
 def main() -> int:
     """Print the rows; return the number of missed targets."""
-    from baqup_agent.redaction import REDACTOR
-    from baqup_agent.secret import Secret
+    from baqup_agent._redaction import REDACTOR
+    from baqup_agent._secret import Secret
 
     missed = 0
     with open(os.devnull, "w") as devnull:

@@ -23,9 +23,8 @@ from typing import Any
 
 import orjson
 
-from baqup_agent.checksum import compute_checksum
-from baqup_agent.keys import EVENTS_FILE, SPOOL_SUBDIR
-from baqup_agent.spool import read_lines
+from baqup_agent import compute_checksum
+from baqup_agent.contract.wire import SPOOL_EVENTS_FILE, SPOOL_SUBDIR
 
 AGENT = Path(__file__).resolve().parent / "filesystem_agent" / "agent.py"
 WORDS = [
@@ -110,9 +109,22 @@ def describe(msg: dict[str, Any]) -> str | None:
     return None
 
 
+def new_lines(path: Path, offset: int) -> tuple[list[bytes], int]:
+    """The complete lines of ``path`` after byte ``offset``, and where the next read starts
+    (the agent may be halfway through writing the last line)."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(offset)
+            data = f.read()
+    except FileNotFoundError:
+        return [], offset
+    complete = data[: data.rfind(b"\n") + 1]
+    return complete.splitlines(), offset + len(complete)
+
+
 def run_agent(name: str, env: dict[str, str], spool: Path, log: Path) -> tuple[int, float]:
     """Run the agent for one job, printing its bus events as they arrive."""
-    events = spool / env["BAQUP_JOB_ID"] / EVENTS_FILE
+    events = spool / env["BAQUP_JOB_ID"] / SPOOL_EVENTS_FILE
     started = time.monotonic()
     with open(log, "wb") as log_file:
         proc = subprocess.Popen(
@@ -121,8 +133,8 @@ def run_agent(name: str, env: dict[str, str], spool: Path, log: Path) -> tuple[i
         offset = 0
         while True:
             done = proc.poll() is not None
-            lines, offset = read_lines(events, offset)
-            for _, line in lines:
+            lines, offset = new_lines(events, offset)
+            for line in lines:
                 text = describe(orjson.loads(line))
                 if text:
                     print(f"  [{name}] {text}", flush=True)

@@ -34,7 +34,7 @@ def redis_server(baqup_redis: RedisServer) -> RedisServer:
 @pytest.fixture(autouse=True)
 def _clean_redactor() -> Iterator[None]:
     """Secrets registered by one test do not redact another's output."""
-    from baqup_agent.redaction import REDACTOR
+    from baqup_agent._redaction import REDACTOR
 
     yield
     REDACTOR.clear()

@@ -16,8 +16,7 @@ import tarfile
 from dataclasses import asdict
 from pathlib import Path
 
-from baqup_agent import Agent, ResourceUnavailable
-from baqup_agent.agent import Context
+from baqup_agent import Agent, Context, ResourceUnavailable
 
 ARTIFACT = "files.tar.zst"
 METADATA_SCHEMA = Path(__file__).with_name("source-metadata-schema.json")

@@ -27,10 +27,16 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from baqup_agent import Agent, CantCreateOutput, ConfigError, DataError, ResourceUnavailable
-from baqup_agent.agent import Context
-from baqup_agent.child import SecretFile
-from baqup_agent.secret import Secret
+from baqup_agent import (
+    Agent,
+    CantCreateOutput,
+    ConfigError,
+    Context,
+    DataError,
+    ResourceUnavailable,
+    Secret,
+    SecretFile,
+)
 
 ARTIFACT = "database.pgdump.zst"
 DUMP_FORMAT = "custom"

@@ -18,8 +18,7 @@ import sqlite3
 from contextlib import closing
 from pathlib import Path
 
-from baqup_agent import Agent, CantCreateOutput, DataError, ResourceUnavailable
-from baqup_agent.agent import Context
+from baqup_agent import Agent, CantCreateOutput, Context, DataError, ResourceUnavailable
 
 ARTIFACT = "database.sqlite.zst"
 METADATA_SCHEMA = Path(__file__).with_name("source-metadata-schema.json")

@@ -8,7 +8,7 @@ and compression libraries load only when the feature that needs them is used.
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING, Any
+import typing
 
 __version__ = "0.1.0"
 
@@ -21,26 +21,31 @@ _EXPORTS: dict[str, str] = {
     "Manifest": "baqup_agent.contract",
     "Artifact": "baqup_agent.contract",
     # runtime
-    "Secret": "baqup_agent.secret",
-    "Logger": "baqup_agent.logger",
-    "BusClient": "baqup_agent.bus",
-    "HeartbeatThread": "baqup_agent.heartbeat",
-    "compute_checksum": "baqup_agent.checksum",
-    "validate_path": "baqup_agent.paths",
-    "atomic_write": "baqup_agent.staging",
+    "Secret": "baqup_agent._secret",
+    "Logger": "baqup_agent._logger",
+    "BusClient": "baqup_agent._bus",
+    "HeartbeatThread": "baqup_agent._heartbeat",
+    "compute_checksum": "baqup_agent._checksum",
+    "validate_path": "baqup_agent._paths",
+    "atomic_write": "baqup_agent._staging",
     "load_config": "baqup_agent.config",
-    "Agent": "baqup_agent.agent",
-    "Context": "baqup_agent.agent",
-    "run": "baqup_agent.agent",
+    "Agent": "baqup_agent._agent",
+    "Context": "baqup_agent._agent",
+    "run": "baqup_agent._agent",
+    "SecretFile": "baqup_agent._child",
+    "ChildFailed": "baqup_agent._child",
+    "ChildResult": "baqup_agent._child",
+    "PublishedOutput": "baqup_agent._restore",
+    "JobEvents": "baqup_agent._reader",
     # errors (one class per exit code)
-    "AgentError": "baqup_agent.errors",
-    "ConfigError": "baqup_agent.errors",
-    "DataError": "baqup_agent.errors",
-    "ResourceUnavailable": "baqup_agent.errors",
-    "CantCreateOutput": "baqup_agent.errors",
-    "IOFailure": "baqup_agent.errors",
-    "PartialFailure": "baqup_agent.errors",
-    "Cancelled": "baqup_agent.errors",
+    "AgentError": "baqup_agent._errors",
+    "ConfigError": "baqup_agent._errors",
+    "DataError": "baqup_agent._errors",
+    "ResourceUnavailable": "baqup_agent._errors",
+    "CantCreateOutput": "baqup_agent._errors",
+    "IOFailure": "baqup_agent._errors",
+    "PartialFailure": "baqup_agent._errors",
+    "Cancelled": "baqup_agent._errors",
 }
 
 __all__ = [
@@ -51,18 +56,23 @@ __all__ = [
     "BusClient",
     "Cancelled",
     "CantCreateOutput",
+    "ChildFailed",
+    "ChildResult",
     "ConfigError",
     "Context",
     "DataError",
     "ExitCode",
     "HeartbeatThread",
     "IOFailure",
+    "JobEvents",
     "LogLevel",
     "Logger",
     "Manifest",
     "PartialFailure",
+    "PublishedOutput",
     "ResourceUnavailable",
     "Secret",
+    "SecretFile",
     "__version__",
     "atomic_write",
     "compute_checksum",
@@ -71,13 +81,12 @@ __all__ = [
     "validate_path",
 ]
 
-if TYPE_CHECKING:
-    from baqup_agent.agent import Agent, Context, run
-    from baqup_agent.bus import BusClient
-    from baqup_agent.checksum import compute_checksum
-    from baqup_agent.config import load_config
-    from baqup_agent.contract import AgentState, Artifact, ExitCode, LogLevel, Manifest
-    from baqup_agent.errors import (
+if typing.TYPE_CHECKING:
+    from baqup_agent._agent import Agent, Context, run
+    from baqup_agent._bus import BusClient
+    from baqup_agent._checksum import compute_checksum
+    from baqup_agent._child import ChildFailed, ChildResult, SecretFile
+    from baqup_agent._errors import (
         AgentError,
         Cancelled,
         CantCreateOutput,
@@ -87,18 +96,25 @@ if TYPE_CHECKING:
         PartialFailure,
         ResourceUnavailable,
     )
-    from baqup_agent.heartbeat import HeartbeatThread
-    from baqup_agent.logger import Logger
-    from baqup_agent.paths import validate_path
-    from baqup_agent.secret import Secret
-    from baqup_agent.staging import atomic_write
+    from baqup_agent._heartbeat import HeartbeatThread
+    from baqup_agent._logger import Logger
+    from baqup_agent._paths import validate_path
+    from baqup_agent._reader import JobEvents
+    from baqup_agent._restore import PublishedOutput
+    from baqup_agent._secret import Secret
+    from baqup_agent._staging import atomic_write
+    from baqup_agent.config import load_config
+    from baqup_agent.contract import AgentState, Artifact, ExitCode, LogLevel, Manifest
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> typing.Any:
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module 'baqup_agent' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
+    from baqup_agent._surface import publish
+
+    # defined in a private module: reprs and pickles name this package instead
+    value = publish(__name__, getattr(importlib.import_module(module), name))
     globals()[name] = value  # later look-ups skip this function
     return value
 

@@ -2,6 +2,6 @@
 
 import sys
 
-from baqup_agent.cli import main
+from baqup_agent._cli import main
 
 sys.exit(main())

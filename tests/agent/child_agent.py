@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import os
 
-from baqup_agent import Agent, DataError, ResourceUnavailable
-from baqup_agent.agent import Context
-from baqup_agent.child import SecretFile
-from baqup_agent.secret import Secret
+from baqup_agent import Agent, Context, DataError, ResourceUnavailable
+from baqup_agent._child import SecretFile
+from baqup_agent._secret import Secret
 
 
 def _options() -> tuple[list[str], dict[str, str | Secret | SecretFile], float | None]:

@@ -11,8 +11,8 @@ from typing import Any
 
 import orjson
 
-from baqup_agent.agent import Agent
-from baqup_agent.checksum import compute_checksum
+from baqup_agent import Agent
+from baqup_agent._checksum import compute_checksum
 from baqup_agent.contract import AgentState
 from baqup_agent.contract.tables import FINAL_STATES, TRANSITIONS
 

@@ -19,8 +19,7 @@ import warnings
 from typing import Any
 from urllib.parse import quote, urlencode
 
-from baqup_agent import Agent, DataError
-from baqup_agent.agent import Context
+from baqup_agent import Agent, Context, DataError
 
 
 class _Dies:

@@ -7,8 +7,7 @@ from __future__ import annotations
 
 import time
 
-from baqup_agent import Agent, DataError
-from baqup_agent.agent import Context
+from baqup_agent import Agent, Context, DataError
 
 PAYLOAD = bytes(range(256)) * 4096  # 1 MiB
 

@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from baqup_agent.agent import Agent, Context, run_job
+from baqup_agent import Agent, Context
+from baqup_agent._job import run_job
+from baqup_agent._staging import Staging
 from baqup_agent.contract import AgentState, ExitCode
-from baqup_agent.staging import Staging
 from baqup_agent.testing import LogCapture, parse_records, run_agent, send_cancel
 from tests.agent.helpers import (
     SAMPLE_AGENT,

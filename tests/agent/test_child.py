@@ -26,13 +26,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from baqup_agent import DataError, ResourceUnavailable, testing
-from baqup_agent.child import ChildFailed, SecretFile, run_child
+from baqup_agent._child import ChildFailed, SecretFile, run_child
+from baqup_agent._errors import AgentError, Cancelled, InternalError, IOFailure
+from baqup_agent._lifecycle import Cancellation
+from baqup_agent._logger import Logger
+from baqup_agent._redaction import REDACTOR
+from baqup_agent._secret import Secret
 from baqup_agent.contract import ExitCode
-from baqup_agent.errors import AgentError, Cancelled, InternalError, IOFailure
-from baqup_agent.lifecycle import Cancellation
-from baqup_agent.logger import Logger
-from baqup_agent.redaction import REDACTOR
-from baqup_agent.secret import Secret
 from baqup_agent.testing import LogCapture
 from tests.agent.helpers import events, job_env, load_agent, process_env, the_result
 
@@ -168,7 +168,7 @@ def test_stderr_lines_become_log_lines_in_order(ctx: FakeContext) -> None:
 
 
 def test_a_long_stderr_line_is_logged_in_pieces(ctx: FakeContext) -> None:
-    from baqup_agent.child import MAX_STDERR_LINE
+    from baqup_agent._child import MAX_STDERR_LINE
 
     ctx.run(f"head -c {3 * MAX_STDERR_LINE + 5} /dev/zero | tr '\\0' x >&2")
     pieces = [r["message"] for r in ctx.lines() if r.get("stream") == "stderr"]

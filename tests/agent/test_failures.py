@@ -13,10 +13,10 @@ from typing import ClassVar
 
 import pytest
 
-from baqup_agent import Agent, DataError, ResourceUnavailable
-from baqup_agent.agent import Context, run_job
+from baqup_agent import Agent, Context, DataError, ResourceUnavailable
+from baqup_agent._job import run_job
+from baqup_agent._redaction import unescape_surrogates
 from baqup_agent.contract import ExitCode
-from baqup_agent.redaction import unescape_surrogates
 from baqup_agent.testing import LogCapture, parse_records, run_agent
 from tests.agent.helpers import (
     SAMPLE_AGENT,

@@ -15,11 +15,11 @@ from typing import Any
 
 import pytest
 
+from baqup_agent._errors import Cancelled, IllegalTransition
+from baqup_agent._lifecycle import MIN_EXIT_TIME, Cancellation, StateMachine
+from baqup_agent._logger import Logger
 from baqup_agent.contract import AgentState
 from baqup_agent.contract.tables import TRANSITIONS
-from baqup_agent.errors import Cancelled, IllegalTransition
-from baqup_agent.lifecycle import Cancellation, StateMachine
-from baqup_agent.logger import Logger
 
 
 def _logger() -> Logger:
@@ -146,23 +146,59 @@ def test_commit_refuses_a_pending_cancel_and_ignores_later_ones(
     assert c2.committed and c2.requested
 
 
-def test_watchdog_forces_exit_within_the_grace_period(
-    make_cancellation: MakeCancellation, recorder: ExitRecorder
+class FakeClock:
+    """Monotonic time that moves only when the test sets it; records what it was read at."""
+
+    def __init__(self, now: float) -> None:
+        self.now = now
+        self.reads: list[float] = []
+        self._read = threading.Condition()
+
+    def __call__(self) -> float:
+        with self._read:
+            self.reads.append(self.now)
+            self._read.notify_all()
+            return self.now
+
+    def wait_read_at(self, value: float, timeout: float = 10) -> bool:
+        """Wait until the clock was read while it showed ``value`` (another thread's read)."""
+        with self._read:
+            return self._read.wait_for(lambda: value in self.reads, timeout)
+
+
+@pytest.mark.parametrize("grace", [0.0, 0.2, 0.5, 1.0])
+def test_watchdog_forces_exit_at_the_end_of_the_grace_period(
+    make_cancellation: MakeCancellation, recorder: ExitRecorder, grace: float
 ) -> None:
-    calls: list[tuple[str, bool]] = []
+    """On an injected clock: nothing is forced while the clock stays inside the grace
+    period, the exit is forced once it reaches the end, then the process exits (the
+    watchdog's real waits are bounded by the grace period; no window is measured)."""
+    start = 1000.0
+    clock = FakeClock(start)
+    events: list[tuple[str, float]] = []
 
     def on_force(why: str, may_discard: bool, deadline: float) -> int:
-        calls.append((why, may_discard))
+        events.append(("forced", clock.now))
+        assert (why, may_discard) == ("grace period expired", True)
+        # the clean-up must be over before the process has to be gone
+        assert clock.now <= deadline <= start + max(grace, MIN_EXIT_TIME)
         return 1
 
-    c = make_cancellation(1.0, on_force_exit=on_force)
-    t0 = time.monotonic()
+    c = make_cancellation(grace, on_force_exit=on_force, clock=clock)
     c.request("test")
-    assert recorder.done.wait(5)
-    elapsed = (recorder.at or 0) - t0
-    assert 0.5 <= elapsed <= 1.0
+    if grace > 0:  # nothing is forced half-way through the grace period
+        assert clock.wait_read_at(start)
+        half = start + grace / 2
+        events.append(("clock", half))
+        clock.now = half
+        assert clock.wait_read_at(half)
+        end = start + grace
+        events.append(("clock", end))
+        clock.now = end
+    assert recorder.done.wait(10)
+    assert events[-1] == ("forced", start + grace)
+    assert [e for e in events if e[0] == "forced"] == [events[-1]]
     assert recorder.codes == [1]
-    assert calls == [("grace period expired", True)]
 
 
 def test_stopped_job_is_not_forced_out(
@@ -254,8 +290,8 @@ def test_forced_exit_does_not_wait_for_a_hanging_clean_up(
 # the grace period.
 _LONG_CALL_SCRIPT = """
 import hashlib, sys, zstandard
-from baqup_agent.lifecycle import Cancellation
-from baqup_agent.logger import Logger
+from baqup_agent._lifecycle import Cancellation
+from baqup_agent._logger import Logger
 
 grace = float(sys.argv[1])
 c = Cancellation(grace, Logger("job-1", "agent-1", stream=sys.stderr))

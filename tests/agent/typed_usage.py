@@ -11,8 +11,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from baqup_agent import Agent
-from baqup_agent.agent import Context
+from baqup_agent import Agent, Context
 
 
 class ToolAgent(Agent):

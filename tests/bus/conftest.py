@@ -12,10 +12,10 @@ import orjson
 import pytest
 import redis
 
-from baqup_agent.bus import BusClient
+from baqup_agent._bus import BusClient
+from baqup_agent._keys import job_keys
+from baqup_agent._logger import Logger
 from baqup_agent.contract import LogLevel, Progress, ProgressUpdate
-from baqup_agent.keys import job_keys
-from baqup_agent.logger import Logger
 from baqup_agent.testing import LogCapture, cancel_message
 from tests.conftest import RedisServer, free_port, require_binary
 

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 import redis
 
+from baqup_agent._keys import job_keys
+from baqup_agent._reader import JobEvents
+from baqup_agent._secret import Secret
 from baqup_agent.contract import AgentState, ExitCode, HeartbeatIntent, ResultStatus
-from baqup_agent.keys import job_keys
-from baqup_agent.reader import JobEvents
-from baqup_agent.secret import Secret
 from tests.bus.conftest import BusFactory, LogCapture, progress
 from tests.conftest import RedisServer
 

@@ -12,7 +12,10 @@ import orjson
 import pytest
 from pydantic import ValidationError
 
-from baqup_agent import bus as bus_module
+from baqup_agent import _bus as bus_module
+from baqup_agent._errors import ConfigError
+from baqup_agent._keys import RESULT_TTL_SECONDS, job_keys
+from baqup_agent._secret import Secret
 from baqup_agent.contract import (
     AgentState,
     BusMessage,
@@ -25,9 +28,6 @@ from baqup_agent.contract import (
     ResultStatus,
     StateChange,
 )
-from baqup_agent.errors import ConfigError
-from baqup_agent.keys import RESULT_TTL_SECONDS, job_keys
-from baqup_agent.secret import Secret
 from tests.bus.conftest import JOB, BusFactory, LogCapture, cancel, progress, wait_for
 
 URL = "redis://fake:6379/0"

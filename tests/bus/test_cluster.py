@@ -5,10 +5,10 @@ from __future__ import annotations
 import orjson
 from redis.cluster import RedisCluster, key_slot
 
+from baqup_agent._heartbeat import HeartbeatThread
+from baqup_agent._keys import job_keys
+from baqup_agent._reader import JobEvents
 from baqup_agent.contract import AgentState, Cancel, ExitCode, HeartbeatIntent, ResultStatus
-from baqup_agent.heartbeat import HeartbeatThread
-from baqup_agent.keys import job_keys
-from baqup_agent.reader import JobEvents
 from baqup_agent.testing import cancel_message
 from tests.bus.conftest import AGENT, BusFactory, Cluster, LogCapture, progress, wait_for
 

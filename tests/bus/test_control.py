@@ -7,8 +7,8 @@ import uuid
 import orjson
 import redis
 
+from baqup_agent._keys import job_keys
 from baqup_agent.contract import Cancel
-from baqup_agent.keys import job_keys
 from tests.bus.conftest import AGENT, JOB, BusFactory, LogCapture, cancel, wait_for
 from tests.conftest import RedisServer
 

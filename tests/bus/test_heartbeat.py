@@ -10,10 +10,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from baqup_agent._heartbeat import Clock, HeartbeatThread, next_slot
+from baqup_agent._logger import Logger
+from baqup_agent._progress import ProgressCounter
 from baqup_agent.contract import AgentState, HeartbeatIntent, LogLevel, Progress
-from baqup_agent.heartbeat import Clock, HeartbeatThread, next_slot
-from baqup_agent.logger import Logger
-from baqup_agent.progress import ProgressCounter
 from tests.bus.conftest import LogCapture, wait_for
 
 

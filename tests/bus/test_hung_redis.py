@@ -23,10 +23,10 @@ import orjson
 import pytest
 import redis
 
-from baqup_agent.agent import run_job
+from baqup_agent._heartbeat import HeartbeatThread
+from baqup_agent._job import run_job
+from baqup_agent._keys import EVENTS_FILE, SPOOL_SUBDIR, job_keys
 from baqup_agent.contract import AgentState, Cancel, ExitCode, HeartbeatIntent
-from baqup_agent.heartbeat import HeartbeatThread
-from baqup_agent.keys import EVENTS_FILE, SPOOL_SUBDIR, job_keys
 from tests.agent.helpers import SAMPLE_AGENT, agent_command, job_env, process_env
 from tests.agent.sample_agent import SampleAgent
 from tests.bus.conftest import AGENT, JOB, BusFactory, LogCapture, cancel, progress, wait_for

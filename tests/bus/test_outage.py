@@ -7,9 +7,9 @@ from pathlib import Path
 
 import redis
 
+from baqup_agent._keys import job_keys
+from baqup_agent._reader import JobEvents
 from baqup_agent.contract import ExitCode, ResultStatus
-from baqup_agent.keys import job_keys
-from baqup_agent.reader import JobEvents
 from tests.bus.conftest import JOB, BusFactory, LogCapture, progress, progress_in_redis, wait_for
 from tests.conftest import RedisServer
 

@@ -12,8 +12,11 @@ import orjson
 import pytest
 import redis
 
-from baqup_agent.bus import BusClient
-from baqup_agent.cli import build_parser
+from baqup_agent._bus import BusClient
+from baqup_agent._cli import build_parser
+from baqup_agent._keys import job_keys
+from baqup_agent._logger import Logger
+from baqup_agent._reader import JobEvents, format_event, watch_command
 from baqup_agent.contract import (
     AgentState,
     BusMessage,
@@ -22,9 +25,6 @@ from baqup_agent.contract import (
     Progress,
     ResultStatus,
 )
-from baqup_agent.keys import job_keys
-from baqup_agent.logger import Logger
-from baqup_agent.reader import JobEvents, format_event, watch_command
 from tests.bus.conftest import JOB, BusFactory, LogCapture, progress
 from tests.conftest import RedisServer
 

@@ -22,8 +22,8 @@ import redis
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
+from baqup_agent._keys import EVENTS_FILE, SPOOL_SUBDIR, job_keys
 from baqup_agent.contract import ExitCode
-from baqup_agent.keys import EVENTS_FILE, SPOOL_SUBDIR, job_keys
 from baqup_agent.testing import run_agent
 from tests.agent.helpers import SAMPLE_AGENT, agent_command, job_env, process_env
 from tests.agent.sample_agent import SampleAgent

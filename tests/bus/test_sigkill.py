@@ -11,8 +11,8 @@ from pathlib import Path
 
 import redis
 
+from baqup_agent._keys import job_keys
 from baqup_agent.contract import Heartbeat
-from baqup_agent.keys import job_keys
 from tests.bus.conftest import wait_for
 from tests.conftest import RedisServer
 
@@ -22,9 +22,9 @@ SLACK = 0.25  # our own polling and scheduling on a busy machine, not Redis's ex
 
 AGENT = """
 import sys, threading
-from baqup_agent.bus import BusClient
-from baqup_agent.heartbeat import HeartbeatThread
-from baqup_agent.logger import Logger
+from baqup_agent._bus import BusClient
+from baqup_agent._heartbeat import HeartbeatThread
+from baqup_agent._logger import Logger
 config = {"BAQUP_JOB_ID": "job-kill", "BAQUP_AGENT_ID": "doomed", "BAQUP_ROLE": "backup",
           "BAQUP_REDIS_URL": sys.argv[1],
           "BAQUP_HEARTBEAT_INTERVAL": float(sys.argv[2]), "BAQUP_HEARTBEAT_TTL": float(sys.argv[3]),

@@ -5,8 +5,8 @@ from __future__ import annotations
 import stat
 from pathlib import Path
 
-from baqup_agent.keys import default_spool_dir, job_keys
-from baqup_agent.spool import Spool, read_lines
+from baqup_agent._keys import default_spool_dir, job_keys
+from baqup_agent._spool import Spool, read_lines
 
 
 def test_every_key_carries_the_job_hash_tag() -> None:

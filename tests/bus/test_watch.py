@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import redis
 
+from baqup_agent._reader import JobEvents
 from baqup_agent.contract import AgentState, ExitCode, ResultStatus
-from baqup_agent.reader import JobEvents
 from tests.bus.conftest import JOB, BusFactory, progress, wait_for
 from tests.conftest import RedisServer
 

@@ -10,7 +10,8 @@ from collections.abc import Iterator
 import pytest
 
 from baqup_agent import __version__
-from baqup_agent.cli import UsageParser, build_parser, main
+from baqup_agent._cli import build_parser, main
+from baqup_agent._usage import UsageParser
 from tests.agent.sample_agent import SampleAgent
 
 _REST = re.compile(r"``|:(?:func|class|meth|mod|attr|ref|data):`|\.\. \w")

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
+from baqup_agent._errors import ConfigError, ConfigProblem, SchemaError
+from baqup_agent._redaction import REDACTOR
+from baqup_agent._secret import Secret
 from baqup_agent.config import Config, load_config
 from baqup_agent.contract import BaseConfig, LogLevelName, Role
-from baqup_agent.errors import ConfigError, ConfigProblem, SchemaError
-from baqup_agent.redaction import REDACTOR
 from baqup_agent.schema import read_secret_file
-from baqup_agent.secret import Secret
 
 BASE = {"BAQUP_JOB_ID": "job-7", "BAQUP_AGENT_ID": "agent-7", "BAQUP_ROLE": "backup"}
 

@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
+from baqup_agent._errors import ConfigError, ConfigProblem
+from baqup_agent._secret import Secret
 from baqup_agent.config import load_config
-from baqup_agent.errors import ConfigError, ConfigProblem
 from baqup_agent.schema import coerce, load_from_env
-from baqup_agent.secret import Secret
 
 
 def problems(schema: Any, env: dict[str, str], **kwargs: Any) -> list[ConfigProblem]:

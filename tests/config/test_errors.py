@@ -6,10 +6,8 @@ import errno
 
 import pytest
 
-from baqup_agent import errors
-from baqup_agent.contract import ExitCode
-from baqup_agent.contract.tables import EXIT_CODES
-from baqup_agent.errors import (
+from baqup_agent import _errors as errors
+from baqup_agent._errors import (
     SUMMARY_MAX_LENGTH,
     AgentError,
     ConfigError,
@@ -17,8 +15,10 @@ from baqup_agent.errors import (
     SchemaError,
     classify,
 )
-from baqup_agent.redaction import REDACTED
-from baqup_agent.secret import Secret
+from baqup_agent._redaction import REDACTED
+from baqup_agent._secret import Secret
+from baqup_agent.contract import ExitCode
+from baqup_agent.contract.tables import EXIT_CODES
 
 AGENT_ERRORS = [
     c for c in vars(errors).values() if isinstance(c, type) and issubclass(c, AgentError)

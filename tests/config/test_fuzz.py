@@ -9,9 +9,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from baqup_agent._errors import ConfigError
+from baqup_agent._redaction import REDACTOR
 from baqup_agent.config import Config, load_config
-from baqup_agent.errors import ConfigError
-from baqup_agent.redaction import REDACTOR
 from baqup_agent.schema import config_schema
 
 from .conftest import AGENT_SCHEMA, BASE_ENV

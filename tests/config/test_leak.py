@@ -22,10 +22,10 @@ import orjson
 import pytest
 from pydantic import BaseModel
 
+from baqup_agent._errors import ConfigError, classify
+from baqup_agent._logger import Logger
+from baqup_agent._secret import Secret
 from baqup_agent.config import load_config
-from baqup_agent.errors import ConfigError, classify
-from baqup_agent.logger import Logger
-from baqup_agent.secret import Secret
 
 URL_PASSWORD = "r3d!s-pw/+x"
 SECRETS = {

@@ -14,11 +14,11 @@ from typing import Any
 
 import pytest
 
+from baqup_agent._logger import Logger, LoggingBridge, parse_level
+from baqup_agent._redaction import REDACTED
+from baqup_agent._secret import Secret
 from baqup_agent.contract import LogLevel
-from baqup_agent.logger import Logger, LoggingBridge, parse_level
-from baqup_agent.redaction import REDACTED
 from baqup_agent.schema import validate
-from baqup_agent.secret import Secret
 
 LOG_RECORD = "https://baqup.io/schema/agent/v1/log-record.json"
 TIMESTAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z")

@@ -11,10 +11,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from baqup_agent.config import load_config, scrub_secrets
-from baqup_agent.errors import ConfigError
-from baqup_agent.logger import Logger
-from baqup_agent.redaction import REDACTOR, Redactor, escape_surrogates, unescape_surrogates
+from baqup_agent._config import load_config, scrub_secrets
+from baqup_agent._errors import ConfigError
+from baqup_agent._logger import Logger
+from baqup_agent._redaction import REDACTOR, Redactor, escape_surrogates, unescape_surrogates
 from tests.config.conftest import BASE_ENV
 
 PW = 'n3sted-"pw"\\x'

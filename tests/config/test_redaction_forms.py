@@ -13,9 +13,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from baqup_agent import errors
-from baqup_agent.logger import Logger
-from baqup_agent.redaction import Redactor
+from baqup_agent import _errors as errors
+from baqup_agent._logger import Logger
+from baqup_agent._redaction import Redactor
 
 _HOSTILE = st.sampled_from(
     list("'\"\\`$%&+/:;=?@#[] \t\n\r\x01\x1b\x7f\x85\u2028äΩ日€😀")

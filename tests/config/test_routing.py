@@ -10,8 +10,8 @@ import sys
 import threading
 import warnings
 
-from baqup_agent.logger import Logger, LoggingBridge
-from baqup_agent.secret import Secret
+from baqup_agent._logger import Logger, LoggingBridge
+from baqup_agent._secret import Secret
 from baqup_agent.testing import LogCapture
 
 PW = 'r0ute\\d "pw"\n'

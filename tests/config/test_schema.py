@@ -10,7 +10,8 @@ from typing import Any
 
 import pytest
 
-from baqup_agent.errors import SchemaError
+from baqup_agent._errors import SchemaError
+from baqup_agent._secret import Secret
 from baqup_agent.schema import (
     ValidationError,
     compile_schema,
@@ -19,7 +20,6 @@ from baqup_agent.schema import (
     is_path,
     validate,
 )
-from baqup_agent.secret import Secret
 
 CONFIG_ID = "https://baqup.io/schema/agent/v1/config.json"
 MANIFEST_ID = "https://baqup.io/schema/agent/v1/manifest.json"
@@ -236,7 +236,7 @@ def test_agent_schema_cannot_take_a_contract_id() -> None:
 
 def test_import_baqup_agent_does_not_import_jsonschema() -> None:
     code = (
-        "import sys, baqup_agent, baqup_agent.config, baqup_agent.schema, baqup_agent.logger;"
+        "import sys, baqup_agent, baqup_agent.config, baqup_agent.schema, baqup_agent._logger;"
         "print(sorted(m for m in ('jsonschema', 'referencing') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

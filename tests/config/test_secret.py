@@ -13,8 +13,8 @@ import orjson
 import pytest
 from pydantic import BaseModel
 
-from baqup_agent.redaction import MIN_SECRET_LENGTH, REDACTED, REDACTOR, Redactor
-from baqup_agent.secret import Secret
+from baqup_agent._redaction import MIN_SECRET_LENGTH, REDACTED, REDACTOR, Redactor
+from baqup_agent._secret import Secret
 
 VALUE = "s3cr3t-canary-Ω"
 

@@ -12,8 +12,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from baqup_agent.bus import BusClient
-from baqup_agent.config import (
+from baqup_agent._bus import BusClient
+from baqup_agent._config import (
     Config,
     JobSettings,
     bus_environment,
@@ -21,11 +21,11 @@ from baqup_agent.config import (
     job_settings,
     load_config,
 )
+from baqup_agent._errors import ConfigError
+from baqup_agent._logger import Logger
+from baqup_agent._secret import Secret
 from baqup_agent.contract import BaseConfig, ChecksumAlgorithm, LogFormat, LogLevelName, Role
 from baqup_agent.contract.wire import HEARTBEAT_TTL_INTERVALS, SPOOL_SUBDIR
-from baqup_agent.errors import ConfigError
-from baqup_agent.logger import Logger
-from baqup_agent.secret import Secret
 
 ROOT = Path(__file__).resolve().parents[2]
 BASE = {"BAQUP_JOB_ID": "job-7", "BAQUP_AGENT_ID": "agent-7", "BAQUP_ROLE": "backup"}
@@ -120,10 +120,10 @@ def test_operator_commands_and_failure_reports_read_the_environment_here() -> No
     )
 
 
-# config.py loads the config; conformance/ and testing/ drive the environment of the
+# _config.py loads the config; conformance/ and testing/ drive the environment of the
 # agent they run (they build it, as a controller does, rather than read a job's settings);
-# scaffold.py writes a new agent's schema
-_LOADER = {Path("src/baqup_agent/config.py"), Path("src/baqup_agent/scaffold.py")}
+# _scaffold.py writes a new agent's schema
+_LOADER = {Path("src/baqup_agent/_config.py"), Path("src/baqup_agent/_scaffold.py")}
 _DRIVERS = (Path("src/baqup_agent/conformance"), Path("src/baqup_agent/testing"))
 _LOOKUP = re.compile(r"""(\[|\.get\(|model_fields\[)\s*["']BAQUP_""")
 

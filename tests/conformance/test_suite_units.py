@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from baqup_agent.cli import main
+from baqup_agent._cli import main
 from baqup_agent.conformance import (
     EXIT_INCOMPLETE,
     Status,

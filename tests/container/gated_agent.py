@@ -20,9 +20,8 @@ import sys
 import time
 from pathlib import Path
 
-from baqup_agent import Agent
-from baqup_agent.agent import Context
-from baqup_agent.errors import InternalError
+from baqup_agent import Agent, Context
+from baqup_agent._errors import InternalError
 
 STATUS_CHECKS = 20
 ORPHAN_MAKER = """

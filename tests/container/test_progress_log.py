@@ -17,11 +17,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from baqup_agent import Agent, Secret
-from baqup_agent.agent import Context, run_job
+from baqup_agent import Agent, Context, Secret
+from baqup_agent._job import run_job
+from baqup_agent._logger import Logger
+from baqup_agent._progress import ProgressCounter, ProgressLog, format_bytes
 from baqup_agent.contract import ExitCode
-from baqup_agent.logger import Logger
-from baqup_agent.progress import ProgressCounter, ProgressLog, format_bytes
 from baqup_agent.testing import LogCapture
 from tests.agent.helpers import ROOT, job_env
 

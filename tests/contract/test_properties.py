@@ -225,8 +225,8 @@ def test_integral_floats() -> None:
 @pytest.mark.parametrize("bad", ["a\x00b", "", "/" + "a" * 4096])
 @pytest.mark.parametrize("variable", ["BAQUP_STAGING_DIR", "BAQUP_SPOOL_DIR"])
 def test_path_format_judged_alike_by_runtime_reference_and_model(variable: str, bad: str) -> None:
+    from baqup_agent._errors import ConfigError
     from baqup_agent.config import load_config
-    from baqup_agent.errors import ConfigError
 
     config = {"BAQUP_JOB_ID": "job-1", "BAQUP_AGENT_ID": "a-1", "BAQUP_ROLE": "backup"}
     broken = {**config, variable: bad}

@@ -106,6 +106,14 @@ PACKAGE_NAMES = PACKAGE_CONTRACT_NAMES | {
     "IOFailure",
     "PartialFailure",
     "Cancelled",
+    # public since issue 12 item 4, when their modules became private: authors build a
+    # SecretFile, get a ChildResult (or a ChildFailed) and a PublishedOutput, read a job
+    # with JobEvents
+    "ChildFailed",
+    "ChildResult",
+    "JobEvents",
+    "PublishedOutput",
+    "SecretFile",
 }
 """The preview's names (README) plus what the runtime adds."""
 

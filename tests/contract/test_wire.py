@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from baqup_agent._keys import default_spool_dir, job_keys
+from baqup_agent._spool import Spool
+from baqup_agent._staging import JobLock
 from baqup_agent.contract import wire
-from baqup_agent.keys import default_spool_dir, job_keys
-from baqup_agent.spool import Spool
-from baqup_agent.staging import JobLock
 from tests.contract._schemas import ROOT, SCHEMAS
 
 DOCS = ["docs/bus.md", "docs/architecture.md", "docs/contract.md"]

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from baqup_agent.logger import Logger
+from baqup_agent._logger import Logger
 
 
 @pytest.fixture

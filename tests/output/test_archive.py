@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from baqup_agent.archive import TarStats, check_symlink, create_tar, extract_tar
-from baqup_agent.errors import DataError
+from baqup_agent._archive import TarStats, check_symlink, create_tar, extract_tar
+from baqup_agent._errors import DataError
 
 SENTINEL = "@SENTINEL@"  # replaced by the sentinel directory's absolute path
 

@@ -19,11 +19,11 @@ from pathlib import Path
 import pytest
 import zstandard
 
-from baqup_agent import artifacts
-from baqup_agent.artifacts import ArtifactWriter, open_decompressed
-from baqup_agent.checksum import ALGORITHMS
+from baqup_agent import _artifacts as artifacts
+from baqup_agent._artifacts import ArtifactWriter, open_decompressed
+from baqup_agent._checksum import ALGORITHMS
+from baqup_agent._progress import ProgressCounter
 from baqup_agent.contract import ChecksumAlgorithm, Compression
-from baqup_agent.progress import ProgressCounter
 from tests.output.test_checksum import reference
 
 COMPRESSIONS = [c.value for c in Compression]
@@ -247,7 +247,7 @@ def test_unknown_compression_or_algorithm(tmp_path: Path) -> None:
 # process would report the parent's size.
 _MEMORY_SCRIPT = """
 import os, sys
-from baqup_agent.artifacts import ArtifactWriter
+from baqup_agent._artifacts import ArtifactWriter
 mib, compression, threads = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])
 chunk = os.urandom(1 << 20)
 with ArtifactWriter(sys.argv[4], "a", compression=compression, level=1, threads=threads) as w:

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from baqup_agent import compute_checksum
-from baqup_agent.checksum import ALGORITHMS, CHUNK_SIZE, file_checksum, new_hash
+from baqup_agent._checksum import ALGORITHMS, CHUNK_SIZE, file_checksum, new_hash
+from baqup_agent._errors import ConfigError
 from baqup_agent.contract import ChecksumAlgorithm
-from baqup_agent.errors import ConfigError
 
 
 def reference(algorithm: str, data: bytes) -> str:

@@ -29,14 +29,14 @@ import zstandard
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from baqup_agent.agent import run_job
-from baqup_agent.archive import MAX_EXTENDED_HEADER, create_tar, extract_tar
-from baqup_agent.artifacts import open_decompressed
-from baqup_agent.errors import CantCreateOutput, ConfigError, DataError
-from baqup_agent.logger import Logger
-from baqup_agent.paths import open_regular, safe_join
-from baqup_agent.restore import PublishedOutput
-from baqup_agent.staging import Staging, check_staging_dir
+from baqup_agent._archive import MAX_EXTENDED_HEADER, create_tar, extract_tar
+from baqup_agent._artifacts import open_decompressed
+from baqup_agent._errors import CantCreateOutput, ConfigError, DataError
+from baqup_agent._job import run_job
+from baqup_agent._logger import Logger
+from baqup_agent._paths import open_regular, safe_join
+from baqup_agent._restore import PublishedOutput
+from baqup_agent._staging import Staging, check_staging_dir
 from tests.agent.helpers import FS_AGENT, SAMPLE_AGENT, SQLITE_AGENT, job_env, load_agent
 
 FilesystemAgent = load_agent(FS_AGENT, "FilesystemAgent")
@@ -236,9 +236,9 @@ def test_sparse_members_are_refused(tmp_path: Path) -> None:
 
 _PEAK = """
 import resource, sys
-from baqup_agent.archive import extract_tar
-from baqup_agent.artifacts import open_decompressed
-from baqup_agent.errors import DataError
+from baqup_agent._archive import extract_tar
+from baqup_agent._artifacts import open_decompressed
+from baqup_agent._errors import DataError
 try:
     with open_decompressed(sys.argv[1], "zstd") as f:
         extract_tar(f, sys.argv[2])

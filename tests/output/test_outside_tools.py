@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from baqup_agent.archive import create_tar, extract_tar
-from baqup_agent.logger import Logger
-from baqup_agent.staging import Staging
+from baqup_agent._archive import create_tar, extract_tar
+from baqup_agent._logger import Logger
+from baqup_agent._staging import Staging
 from tests.conftest import require_binary
 
 # checksum algorithm -> the coreutils command that checks "HEX  NAME" lines

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from baqup_agent import validate_path
-from baqup_agent.errors import DataError
-from baqup_agent.paths import is_artifact_filename, is_job_id, relative_parts, safe_join
+from baqup_agent._errors import DataError
+from baqup_agent._paths import is_artifact_filename, is_job_id, relative_parts, safe_join
 
 
 @pytest.fixture

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from baqup_agent.archive import extract_tar
-from baqup_agent.errors import DataError
-from baqup_agent.logger import Logger
-from baqup_agent.restore import PublishedOutput
-from baqup_agent.staging import Staging
+from baqup_agent._archive import extract_tar
+from baqup_agent._errors import DataError
+from baqup_agent._logger import Logger
+from baqup_agent._restore import PublishedOutput
+from baqup_agent._staging import Staging
 
 
 @pytest.fixture

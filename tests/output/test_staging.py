@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from baqup_agent import atomic_write
-from baqup_agent.errors import (
+from baqup_agent._errors import (
     CantCreateOutput,
     ConfigError,
     DataError,
@@ -24,10 +24,10 @@ from baqup_agent.errors import (
     IOFailure,
     PartialFailure,
 )
-from baqup_agent.logger import Logger
+from baqup_agent._logger import Logger
+from baqup_agent._secret import Secret
+from baqup_agent._staging import Staging
 from baqup_agent.schema import contract_errors
-from baqup_agent.secret import Secret
-from baqup_agent.staging import Staging
 
 
 def staging(root: Path, logger: Logger, job_id: str = "job-1") -> Staging:
@@ -172,8 +172,8 @@ def test_staging_dot_dir_must_not_be_a_symlink(
 
 _CRASH_SCRIPT = """
 import sys, time
-from baqup_agent.logger import Logger
-from baqup_agent.staging import Staging
+from baqup_agent._logger import Logger
+from baqup_agent._staging import Staging
 s = Staging(sys.argv[1], "job-1", Logger("job-1", "a", stream=sys.stderr))
 s.prepare()
 with s.artifact("big.bin", compression="none") as w:

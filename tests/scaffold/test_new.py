@@ -16,9 +16,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from baqup_agent.cli import main
+from baqup_agent._cli import main
+from baqup_agent._scaffold import NAME_MAX, NAME_PATTERN
 from baqup_agent.contract import ExitCode
-from baqup_agent.scaffold import NAME_MAX, NAME_PATTERN
 from baqup_agent.schema import config_schema
 from baqup_agent.testing import job_env, run_agent
 from tests.agent.helpers import ROOT, load_agent

@@ -16,9 +16,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import baqup_agent.testing as testing
+from baqup_agent._keys import job_keys
+from baqup_agent._restore import PublishedOutput
 from baqup_agent.contract import AgentState, ExitCode
-from baqup_agent.keys import job_keys
-from baqup_agent.restore import PublishedOutput
 from baqup_agent.schema import contract_errors
 from baqup_agent.testing import (
     LogCapture,

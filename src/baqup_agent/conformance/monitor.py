@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from baqup_agent._keys import job_keys
 from baqup_agent.conformance.inotify import TreeWatch
 from baqup_agent.conformance.observed import Message, Run, Snapshot, SuiteContext
 from baqup_agent.contract.wire import (
@@ -25,7 +26,6 @@ from baqup_agent.contract.wire import (
     STAGING_SUBDIR,
     STREAM_FIELD,
 )
-from baqup_agent.keys import job_keys
 from baqup_agent.testing import cancel_message
 
 POLL_SECONDS = 0.005

@@ -25,13 +25,13 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+from baqup_agent._keys import EVENTS_FILE, MESSAGE_FIELD, job_keys
 from baqup_agent.conformance.checks._base import CheckInput, NotApplicable, exit_text, must
 from baqup_agent.conformance.observed import Run, SuiteContext
 from baqup_agent.conformance.report import Finding
 from baqup_agent.conformance.runner import build_env, execute, expand, new_run
 from baqup_agent.conformance.scenarios import Scenario
 from baqup_agent.contract import ExitCode
-from baqup_agent.keys import EVENTS_FILE, MESSAGE_FIELD, job_keys
 
 RERUN = Scenario("rerun", "a finished backup started again", "backup", "redis", "env")
 DUPLICATE = Scenario(

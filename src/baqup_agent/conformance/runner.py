@@ -16,11 +16,11 @@ import uuid
 from pathlib import Path
 from typing import IO
 
+from baqup_agent._keys import SPOOL_SUBDIR
 from baqup_agent.conformance.inotify import TreeWatch
 from baqup_agent.conformance.monitor import Monitor
 from baqup_agent.conformance.observed import Run, SuiteContext
 from baqup_agent.conformance.scenarios import Scenario
-from baqup_agent.keys import SPOOL_SUBDIR
 
 
 def expand(value: str, run: Run, ctx: SuiteContext) -> str:

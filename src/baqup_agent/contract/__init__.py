@@ -8,7 +8,7 @@ import ExitCode`` loads the enum's module alone, without pydantic.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+import typing  # as a module: a public module holds only the names it exports
 
 import baqup_schema.contract as _contract
 
@@ -48,7 +48,7 @@ __all__ = [
     "StateChange",
 ]
 
-if TYPE_CHECKING:
+if typing.TYPE_CHECKING:
     from baqup_schema.contract.agent_state import AgentState
     from baqup_schema.contract.artifact import Artifact
     from baqup_schema.contract.bus_message import BusMessage, Cancel, Heartbeat, HeartbeatIntent, ProgressUpdate, Result, ResultStatus, StateChange
@@ -61,7 +61,7 @@ if TYPE_CHECKING:
     from baqup_schema.contract.manifest import Manifest
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> typing.Any:
     if name not in __all__:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     value = getattr(_contract, name)

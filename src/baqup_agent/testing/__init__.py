@@ -15,6 +15,7 @@ items. See docs/testing.md.
 
 from __future__ import annotations
 
+from baqup_agent._surface import publish_all as _publish_all
 from baqup_agent.testing._jobs import (
     AgentRun,
     cancel_message,
@@ -42,3 +43,5 @@ __all__ = [
     "send_cancel",
     "spool_messages",
 ]
+
+_publish_all(__name__, globals())

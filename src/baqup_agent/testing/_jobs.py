@@ -11,11 +11,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from baqup_agent.keys import CONTROL_FILE, EVENTS_FILE, MESSAGE_FIELD, default_spool_dir, job_keys
+from baqup_agent._keys import CONTROL_FILE, EVENTS_FILE, MESSAGE_FIELD, default_spool_dir, job_keys
 from baqup_agent.testing._logs import LogCapture
 
 if TYPE_CHECKING:
-    from baqup_agent.agent import Agent
+    from baqup_agent._agent import Agent
 
 
 def job_env(
@@ -119,7 +119,7 @@ def run_agent(
     ``log`` (a new ``LogCapture`` by default). Without ``BAQUP_REDIS_URL`` the job talks
     over the spool, and ``messages`` are all it sent.
     """
-    from baqup_agent.agent import run_job
+    from baqup_agent._job import run_job
 
     log = log if log is not None else LogCapture()
     code = run_job(agent, environ=dict(env), install_signals=False, log_stream=log)
@@ -145,8 +145,8 @@ def publish_output(
     """Publish a backup output holding ``artifacts`` (filename -> content) under
     ``staging/job_id`` exactly as an agent does (manifest, checksums), and return it:
     the ``BAQUP_RESTORE_SOURCE`` of a restore test."""
-    from baqup_agent.logger import Logger
-    from baqup_agent.staging import Staging
+    from baqup_agent._logger import Logger
+    from baqup_agent._staging import Staging
 
     area = Staging(staging, job_id, Logger(job_id, agent, stream=LogCapture()))
     area.prepare()

@@ -3,7 +3,7 @@
 ``AgentError`` carries the exit code a failure ends the process with (its meaning and
 retryable flag come from the generated exit-code table); ``ConfigError`` (exit 64)
 lists every problem a config has. baqup-agent builds its one-class-per-exit-code
-hierarchy (``baqup_agent.errors``) on ``AgentError``, so these are the same classes
+hierarchy (``baqup_agent.DataError``, ...) on ``AgentError``, so these are the same classes
 there.
 """
 

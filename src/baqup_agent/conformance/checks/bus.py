@@ -8,6 +8,7 @@ import statistics
 from collections.abc import Iterator
 from typing import Any
 
+from baqup_agent._keys import job_keys
 from baqup_agent.conformance.checks._base import (
     CheckInput,
     by_seq,
@@ -22,7 +23,6 @@ from baqup_agent.conformance.report import Finding
 from baqup_agent.conformance.schemas import bus_message_errors
 from baqup_agent.contract import ExitCode
 from baqup_agent.contract.wire import HEARTBEAT_TTL_INTERVALS, SPOOL_EVENTS_FILE, STREAM_FIELD
-from baqup_agent.keys import job_keys
 
 MIN_CADENCE_GAPS = 3  # regular gaps needed to judge the cadence: fewer say little
 HEARTBEAT_SLACK = 0.5  # seconds a gap may exceed the TTL by (scheduling on a loaded machine)

@@ -25,6 +25,7 @@ from baqup_agent.conformance.report import Finding, Level
 from baqup_agent.conformance.runner import expand
 from baqup_agent.contract import ExitCode
 from baqup_agent.contract.wire import LOCKS_SUBDIR, STAGING_SUBDIR
+from baqup_agent.contract.wire import MANIFEST_FILE as MANIFEST
 from baqup_agent.schema import contract_errors
 
 _LOCKS = f"{STAGING_SUBDIR}/{LOCKS_SUBDIR}"
@@ -34,9 +35,6 @@ _STAGING_DIRS = frozenset({STAGING_SUBDIR, _LOCKS})
 def _job_places(job_id: str) -> tuple[str, str, str]:
     """The output, work directory and lock file of ``job_id``, relative to the staging root."""
     return (job_id, f"{STAGING_SUBDIR}/{job_id}", f"{_LOCKS}/{job_id}")
-
-
-MANIFEST = "manifest.json"
 
 
 def atomic_publication(inp: CheckInput) -> Iterator[Finding]:

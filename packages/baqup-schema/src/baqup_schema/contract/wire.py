@@ -76,4 +76,6 @@ STAGING_SUBDIR = ".staging"
 """Work directories (one per job id) inside BAQUP_STAGING_DIR, published by a rename."""
 LOCKS_SUBDIR = ".locks"
 """The per-job lock files, inside ``STAGING_SUBDIR``."""
+MANIFEST_FILE = "manifest.json"
+"""The manifest in a published output directory, beside the artifacts; written last."""
 STAGING_DIR_MODE = 0o700

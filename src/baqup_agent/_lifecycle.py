@@ -41,12 +41,12 @@ from collections.abc import Callable, Iterator
 from types import FrameType
 from typing import TYPE_CHECKING, NoReturn
 
+from baqup_agent._errors import Cancelled, IllegalTransition
 from baqup_agent.contract import AgentState
 from baqup_agent.contract.tables import FINAL_STATES, INITIAL_STATE, TRANSITIONS
-from baqup_agent.errors import Cancelled, IllegalTransition
 
 if TYPE_CHECKING:
-    from baqup_agent.logger import Logger
+    from baqup_agent._logger import Logger
 
 StateCallback = Callable[[AgentState, "AgentState | None", "str | None"], None]
 """Called with (to_state, from_state, reason) after every transition."""
@@ -110,7 +110,8 @@ ForceExit = Callable[[str, bool, float], int]
 
 ``may_discard`` is False when a publication holds the guard past the deadline: staging
 must then be left alone (the next run for the job cleans it up). ``deadline`` is a
-``time.monotonic()`` value by which the process must be gone.
+value of the cancellation's clock (``time.monotonic()`` unless one was injected) by
+which the process must be gone.
 """
 
 
@@ -161,6 +162,9 @@ class Cancellation:
     the same reason the forced exit never waits on anything that can block past the
     deadline (a lock the job holds, a full log pipe, a slow bus): each step runs in a
     helper thread that is abandoned when time is up.
+
+    ``clock`` is the monotonic time the watchdog's schedule is computed on (a test
+    injects one to check the schedule, not wall-clock windows).
     """
 
     def __init__(
@@ -171,8 +175,11 @@ class Cancellation:
         on_request: Callable[[str], None] | None = None,
         on_force_exit: ForceExit | None = None,
         exit_process: Callable[[int], NoReturn] = os._exit,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.grace_period = float(grace_period)
+        # the watchdog's schedule reads this clock (tests inject one); its waits are real
+        self._clock = clock
         self._logger = logger
         self._on_request = on_request
         self._on_force_exit = on_force_exit
@@ -226,7 +233,7 @@ class Cancellation:
         if self._requested.is_set():
             return
         self.reason = reason
-        self._requested_at = time.monotonic()
+        self._requested_at = self._clock()
         self._requested.set()
         self._poke()
 
@@ -346,7 +353,7 @@ class Cancellation:
         poller = select.poll()  # not select(): any fd number
         poller.register(self._wake_r, select.POLLIN)
         while not done():
-            timeout = None if until is None else until - time.monotonic()
+            timeout = None if until is None else until - self._clock()
             if timeout is not None and timeout <= 0:
                 return
             poller.poll(None if timeout is None else math.ceil(timeout * 1000))
@@ -380,7 +387,7 @@ class Cancellation:
             self._logger.error(f"forced exit: {why}", reason=self.reason)
             # Wait for a publication in progress rather than remove files under its
             # rename; the guard is then kept so that no publication starts after this.
-            may_discard = self._guard.acquire(timeout=max(0.0, finish_by - time.monotonic()))
+            may_discard = self._guard.acquire(timeout=max(0.0, finish_by - self._clock()))
             if self._on_force_exit is not None:
                 try:
                     code[0] = self._on_force_exit(why, may_discard, finish_by)
@@ -391,7 +398,7 @@ class Cancellation:
                     stream.flush()
 
         _in_background(clean_up, "baqup-forced-exit").join(
-            timeout=max(0.0, deadline - time.monotonic())
+            timeout=max(0.0, deadline - self._clock())
         )
         self._exit_process(code[0])
 

@@ -16,12 +16,12 @@ from typing import Any, BinaryIO
 import orjson
 from pydantic import ValidationError
 
-from baqup_agent.artifacts import open_decompressed
-from baqup_agent.checksum import file_checksum, new_hash
+from baqup_agent._artifacts import open_decompressed
+from baqup_agent._checksum import file_checksum, new_hash
+from baqup_agent._errors import ConfigError, DataError
+from baqup_agent._paths import is_artifact_filename, open_regular, safe_join
 from baqup_agent.contract import Artifact, Manifest
-from baqup_agent.errors import ConfigError, DataError
-from baqup_agent.paths import is_artifact_filename, open_regular, safe_join
-from baqup_agent.staging import MANIFEST_NAME
+from baqup_agent.contract.wire import MANIFEST_FILE as MANIFEST_NAME
 
 # A manifest lists artifacts, not data: anything larger is not one of ours.
 MANIFEST_MAX_BYTES = 64 << 20
@@ -56,7 +56,7 @@ class PublishedOutput:
             document = orjson.loads(data)
         except orjson.JSONDecodeError as exc:
             raise DataError(f"{root / MANIFEST_NAME}: not JSON: {exc}") from None
-        from baqup_agent.schema import contract_errors
+        from baqup_schema import contract_errors
 
         problems = contract_errors("manifest.json", document)
         if problems:

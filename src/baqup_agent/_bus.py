@@ -31,7 +31,26 @@ from urllib.parse import urlsplit
 
 import orjson
 
-from baqup_agent.config import JobSettings, bus_environment, job_settings
+from baqup_agent._config import JobSettings, bus_environment, job_settings
+from baqup_agent._control import ControlListener
+from baqup_agent._errors import ConfigError, IOFailure, summarize
+from baqup_agent._keys import (
+    MESSAGE_FIELD,
+    RESULT_TTL_SECONDS,
+    JobKeys,
+    job_keys,
+)
+from baqup_agent._redaction import REDACTOR, escape_surrogates
+from baqup_agent._redis_client import (
+    Backoff,
+    check_redis_url,
+    connect_redis,
+    entry_messages,
+    is_redis_error,
+    pool_connection,
+)
+from baqup_agent._secret import Secret
+from baqup_agent._spool import Spool
 from baqup_agent.contract import (
     AgentState,
     Cancel,
@@ -45,41 +64,18 @@ from baqup_agent.contract import (
     StateChange,
 )
 from baqup_agent.contract.wire import EVENTS_STREAM_MAXLEN
-from baqup_agent.control import ControlListener
-from baqup_agent.errors import ConfigError, IOFailure, summarize
-from baqup_agent.keys import (
-    MESSAGE_FIELD,
-    RESULT_TTL_SECONDS,
-    JobKeys,
-    job_keys,
-)
-from baqup_agent.redaction import REDACTOR, escape_surrogates
-from baqup_agent.redis_client import (
-    Backoff,
-    check_redis_url,
-    connect_redis,
-    entry_messages,
-    is_redis_error,
-    pool_connection,
-)
-from baqup_agent.secret import Secret
-from baqup_agent.spool import Spool
 
 if TYPE_CHECKING:
     import argparse
 
-    from baqup_agent.logger import Logger
-    from baqup_agent.redis_client import RedisClient as RedisClient  # re-exported for types
+    from baqup_agent._logger import Logger
+    from baqup_agent._redis_client import RedisClient
 
 __all__ = [
     "REPLAY_BATCH",
     "STREAM_MAXLEN",
     "AgentMessage",
-    "Backoff",
     "BusClient",
-    "connect_redis",
-    "entry_messages",
-    "is_redis_error",
     "queue_message",
     "replay_command",
     "replay_spool",
@@ -713,7 +709,7 @@ def replay_command(args: argparse.Namespace) -> int:
     """
     import sys
 
-    from baqup_agent.paths import is_job_id
+    from baqup_agent._paths import is_job_id
 
     def say(text: str, stream: Any = sys.stdout) -> None:
         print(f"baqup-agent replay: {REDACTOR.redact(text)}", file=stream, flush=True)

@@ -14,8 +14,8 @@ import os
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Protocol
 
+from baqup_agent._errors import ConfigError
 from baqup_agent.contract import ChecksumAlgorithm
-from baqup_agent.errors import ConfigError
 
 ALGORITHMS: tuple[str, ...] = tuple(a.value for a in ChecksumAlgorithm)
 DEFAULT_ALGORITHM = ChecksumAlgorithm.SHA256.value

@@ -27,11 +27,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
-from baqup_agent.errors import DataError
-from baqup_agent.paths import PATH_MAX, relative_parts
+from baqup_agent._errors import DataError
+from baqup_agent._paths import PATH_MAX, relative_parts
 
 if TYPE_CHECKING:
-    from baqup_agent.logger import Logger
+    from baqup_agent._logger import Logger
 
 _COPY_SIZE = 1 << 20
 _DIR_CACHE = 16  # open directory fds kept between members (archives list a dir's entries together)

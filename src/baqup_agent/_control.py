@@ -18,14 +18,14 @@ from typing import TYPE_CHECKING, Any, cast
 
 from pydantic import ValidationError
 
+from baqup_agent._errors import summarize
+from baqup_agent._redis_client import Backoff, entry_messages, is_redis_error
+from baqup_agent._spool import read_lines
 from baqup_agent.contract import BusMessage, Cancel
-from baqup_agent.errors import summarize
-from baqup_agent.redis_client import Backoff, entry_messages, is_redis_error
-from baqup_agent.spool import read_lines
 
 if TYPE_CHECKING:
-    from baqup_agent.logger import Logger
-    from baqup_agent.redis_client import RedisClient
+    from baqup_agent._logger import Logger
+    from baqup_agent._redis_client import RedisClient
 
 __all__ = ["CONTROL_BLOCK_MS", "CONTROL_POLL_SECONDS", "ControlListener"]
 

@@ -34,9 +34,9 @@ from typing import IO, Any, Final, cast
 
 import orjson
 
+from baqup_agent._redaction import REDACTOR, Redactor, escape_surrogates
 from baqup_agent.contract import LogFormat, LogLevel
 from baqup_agent.contract.tables import LOG_RECORD_FIELDS
-from baqup_agent.redaction import REDACTOR, Redactor, escape_surrogates
 
 __all__ = ["COLLISION_PREFIX", "RESERVED_FIELDS", "Logger", "LoggingBridge", "parse_level"]
 

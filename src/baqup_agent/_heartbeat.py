@@ -8,12 +8,12 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from baqup_agent._errors import summarize
 from baqup_agent.contract import AgentState, HeartbeatIntent, Progress
-from baqup_agent.errors import summarize
 
 if TYPE_CHECKING:
-    from baqup_agent.bus import BusClient
-    from baqup_agent.logger import Logger
+    from baqup_agent._bus import BusClient
+    from baqup_agent._logger import Logger
 
 
 def _no_progress() -> Progress:

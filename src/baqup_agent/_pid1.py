@@ -29,7 +29,7 @@ import contextlib
 import os
 import signal
 
-from baqup_agent.lifecycle import HANDLED_SIGNALS
+from baqup_agent._lifecycle import HANDLED_SIGNALS
 
 FORWARDED_SIGNALS = frozenset(
     {

@@ -9,7 +9,6 @@ next run for that job. See docs/output.md for the exact guarantees.
 
 from __future__ import annotations
 
-import errno
 import os
 import shutil
 import stat
@@ -22,17 +21,16 @@ from typing import TYPE_CHECKING, Any, get_args
 
 import orjson
 
-from baqup_agent.artifacts import FILE_MODE, ArtifactWriter
-from baqup_agent.checksum import DEFAULT_ALGORITHM, file_checksum
-from baqup_agent.contract import Artifact, ChecksumAlgorithm, Compression, Manifest, Role
-
-# the wire layout: job ids cannot start with a dot, so the locks directory never collides
-# with one; staged directories are private (contract section 7)
-from baqup_agent.contract.wire import LOCKS_SUBDIR as LOCKS_DIRNAME
-from baqup_agent.contract.wire import STAGING_DIR_MODE as DIR_MODE
-from baqup_agent.contract.wire import STAGING_SUBDIR as STAGING_DIRNAME
-from baqup_agent.durable import fsync_dir, write_file
-from baqup_agent.errors import (
+from baqup_agent._artifacts import FILE_MODE, ArtifactWriter
+from baqup_agent._checksum import DEFAULT_ALGORITHM, file_checksum
+from baqup_agent._durable import (
+    flock_exclusive,
+    fsync_dir,
+    rename_noreplace,
+    unlock_and_remove,
+    write_file,
+)
+from baqup_agent._errors import (
     CantCreateOutput,
     ConfigError,
     InternalError,
@@ -40,15 +38,21 @@ from baqup_agent.errors import (
     PartialFailure,
     summarize,
 )
-from baqup_agent.keys import SPOOL_SUBDIR
-from baqup_agent.paths import is_artifact_filename, is_job_id
-from baqup_agent.redaction import redact
+from baqup_agent._keys import SPOOL_SUBDIR
+from baqup_agent._paths import is_artifact_filename, is_job_id
+from baqup_agent._redaction import redact
+from baqup_agent.contract import Artifact, ChecksumAlgorithm, Compression, Manifest, Role
+
+# the wire layout: job ids cannot start with a dot, so the locks directory never collides
+# with one; staged directories are private (contract section 7)
+from baqup_agent.contract.wire import LOCKS_SUBDIR as LOCKS_DIRNAME
+from baqup_agent.contract.wire import MANIFEST_FILE as MANIFEST_NAME
+from baqup_agent.contract.wire import STAGING_DIR_MODE as DIR_MODE
+from baqup_agent.contract.wire import STAGING_SUBDIR as STAGING_DIRNAME
 
 if TYPE_CHECKING:
-    from baqup_agent.logger import Logger
-    from baqup_agent.progress import ProgressCounter
-
-MANIFEST_NAME = "manifest.json"
+    from baqup_agent._logger import Logger
+    from baqup_agent._progress import ProgressCounter
 
 
 class JobLock:
@@ -77,16 +81,18 @@ class JobLock:
             self.path.parent.parent.parent.mkdir(parents=True, exist_ok=True)
             _private_dir(self.path.parent.parent)
             _private_dir(self.path.parent)
-            self._fd = _acquire_lock(self.path, self.job_id)
+            self._fd = flock_exclusive(self.path, FILE_MODE)
+        except BlockingIOError:
+            raise CantCreateOutput(
+                f"another run of job {self.job_id} is using its staging"
+            ) from None
         except OSError as exc:
             raise CantCreateOutput(f"cannot take the lock {self.path}: {exc}") from exc
 
     def release(self) -> None:
         """Give the lock back (the lock file is removed)."""
         if self._fd is not None:
-            # Unlink while holding the lock; a waiter re-checks the inode (_acquire_lock).
-            self.path.unlink(missing_ok=True)
-            os.close(self._fd)
+            unlock_and_remove(self.path, self._fd)
             self._fd = None
 
 
@@ -302,7 +308,7 @@ class Staging:
                     fsync_dir(subdir)
                 write_file(self.work_dir / MANIFEST_NAME, _manifest_json(manifest), FILE_MODE)
                 fsync_dir(self.work_dir)
-                _rename_noreplace(self.work_dir, self.output_dir)
+                rename_noreplace(self.work_dir, self.output_dir)
             except OSError as exc:
                 raise CantCreateOutput(f"cannot publish {self.output_dir}: {exc}") from exc
             self._state = "published"
@@ -507,54 +513,9 @@ def _private_dir(path: Path) -> None:
             raise CantCreateOutput(f"{path} is not a directory") from None
 
 
-def _acquire_lock(path: Path, job_id: str) -> int:
-    """Hold an exclusive flock on ``path``; CantCreateOutput when another process holds it."""
-    import fcntl
-
-    while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, FILE_MODE)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            raise CantCreateOutput(f"another run of job {job_id} is using its staging") from None
-        # The previous holder unlinks the file when it is done; a lock on an unlinked
-        # inode protects nothing, so check that the path still names ours.
-        try:
-            same = os.stat(path, follow_symlinks=False).st_ino == os.fstat(fd).st_ino
-        except FileNotFoundError:
-            same = False
-        if same:
-            return fd
-        os.close(fd)
-
-
 def _remove(path: Path) -> None:
     """Remove ``path`` without following any symlink (a symlink itself is unlinked)."""
     if stat.S_ISDIR(os.lstat(path).st_mode):
         shutil.rmtree(path)  # fd-based on Linux: does not follow symlinks inside
     else:
         os.unlink(path)
-
-
-_AT_FDCWD = -100
-_RENAME_NOREPLACE = 1
-
-
-def _rename_noreplace(src: Path, dst: Path) -> None:
-    """rename(2) that never replaces ``dst`` (plain rename replaces an empty directory)."""
-    import ctypes
-
-    renameat2 = getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None)
-    if renameat2 is not None:
-        if (
-            renameat2(_AT_FDCWD, os.fsencode(src), _AT_FDCWD, os.fsencode(dst), _RENAME_NOREPLACE)
-            == 0
-        ):
-            return
-        err = ctypes.get_errno()
-        if err not in (errno.ENOSYS, errno.EINVAL):  # not supported here: fall back
-            raise OSError(err, os.strerror(err), str(src), None, str(dst))
-    if os.path.lexists(dst):
-        raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), str(dst))
-    os.rename(src, dst)

@@ -46,16 +46,30 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import IO, TYPE_CHECKING, TypedDict
+from typing import IO, TYPE_CHECKING, Protocol, TypedDict
 
+from baqup_agent._errors import AgentError, InternalError, ResourceUnavailable
+from baqup_agent._redaction import redact
+from baqup_agent._secret import Secret
 from baqup_agent.contract import ExitCode
-from baqup_agent.errors import AgentError, InternalError, ResourceUnavailable
-from baqup_agent.redaction import redact
-from baqup_agent.secret import Secret
 
 if TYPE_CHECKING:
-    from baqup_agent.agent import Context
-    from baqup_agent.lifecycle import Cancellation
+    from baqup_agent._lifecycle import Cancellation
+    from baqup_agent._logger import Logger
+
+
+class JobContext(Protocol):
+    """What a child process uses of the job's ``Context`` (the author API lives a layer
+    above; this module does not import it)."""
+
+    logger: Logger
+
+    def checkpoint(self) -> None:
+        """Raise ``Cancelled`` when the job is being cancelled."""
+
+    def progress(self, *, bytes: int = 0, items: int = 0, message: str | None = None) -> None:
+        """Count work done."""
+
 
 POLL_INTERVAL = 0.1
 """Seconds, at most, between two cancellation checks while the child is silent."""
@@ -127,7 +141,7 @@ class ChildOptions(TypedDict, total=False):
 
 
 def run_child(
-    ctx: Context,
+    ctx: JobContext,
     cancellation: Cancellation,
     argv: Sequence[str | os.PathLike[str] | SecretFile],
     *,
@@ -299,7 +313,9 @@ def _start(
 class _Child:
     """One running child: its pipes, its group, its exit."""
 
-    def __init__(self, ctx: Context, proc: subprocess.Popen[bytes], label: str, level: str) -> None:
+    def __init__(
+        self, ctx: JobContext, proc: subprocess.Popen[bytes], label: str, level: str
+    ) -> None:
         self.ctx = ctx
         self.proc = proc
         self.label = label

@@ -14,12 +14,12 @@ import stat
 from functools import cache
 from pathlib import Path
 
+from baqup_agent._errors import DataError
 from baqup_agent.contract.tables import (
     ARTIFACT_FILENAME_MAX_LENGTH,
     ARTIFACT_FILENAME_PATTERN,
     JOB_ID_PATTERN,
 )
-from baqup_agent.errors import DataError
 
 # Linux limits: one name component and a whole path (without the terminating NUL).
 NAME_MAX = 255

@@ -24,13 +24,13 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, TYPE_CHECKING, Any, BinaryIO, NoReturn, Protocol, cast
 
-from baqup_agent.checksum import DEFAULT_ALGORITHM, Hasher, new_hash
+from baqup_agent._checksum import DEFAULT_ALGORITHM, Hasher, new_hash
+from baqup_agent._errors import DataError
+from baqup_agent._paths import open_regular
 from baqup_agent.contract import Artifact, ChecksumAlgorithm, Compression
-from baqup_agent.errors import DataError
-from baqup_agent.paths import open_regular
 
 if TYPE_CHECKING:
-    from baqup_agent.progress import ProgressCounter
+    from baqup_agent._progress import ProgressCounter
 
 DEFAULT_LEVELS = {Compression.ZSTD: 3, Compression.GZIP: 6}  # each library's usual default
 # Small writes (tarfile writes 512-byte headers) are gathered into a buffer of this size

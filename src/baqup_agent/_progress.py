@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 from baqup_agent.contract import Progress
 
 if TYPE_CHECKING:
-    from baqup_agent.logger import Logger
+    from baqup_agent._logger import Logger
 
 
 class ProgressCounter:

@@ -11,7 +11,7 @@ import time
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
-from baqup_agent.keys import MESSAGE_FIELD
+from baqup_agent._keys import MESSAGE_FIELD
 
 if TYPE_CHECKING:
     from redis import Redis

@@ -11,10 +11,10 @@ from __future__ import annotations
 import errno
 from typing import NamedTuple
 
+from baqup_agent._redaction import redact
 from baqup_agent.contract import ExitCode
 from baqup_agent.contract.tables import EXIT_CODES
 from baqup_agent.contract.tables import RESULT_ERROR_MAX_LENGTH as SUMMARY_MAX_LENGTH
-from baqup_agent.redaction import redact
 
 # The config errors live with the validation that raises them (the baqup-schema
 # distribution); they are part of this hierarchy and re-exported here.

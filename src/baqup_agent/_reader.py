@@ -18,7 +18,12 @@ from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
 from pydantic import ValidationError
 
-from baqup_agent.bus import Backoff, connect_redis, entry_messages, is_redis_error
+from baqup_agent._errors import summarize
+from baqup_agent._keys import EVENTS_FILE, job_keys
+from baqup_agent._logger import Logger
+from baqup_agent._redis_client import Backoff, connect_redis, entry_messages, is_redis_error
+from baqup_agent._secret import Secret
+from baqup_agent._spool import read_lines
 from baqup_agent.contract import (
     BusMessage,
     Cancel,
@@ -30,14 +35,9 @@ from baqup_agent.contract import (
     Result,
     StateChange,
 )
-from baqup_agent.errors import summarize
-from baqup_agent.keys import EVENTS_FILE, job_keys
-from baqup_agent.logger import Logger
-from baqup_agent.secret import Secret
-from baqup_agent.spool import read_lines
 
 if TYPE_CHECKING:
-    from baqup_agent.bus import RedisClient
+    from baqup_agent._redis_client import RedisClient
 
 Message = StateChange | Heartbeat | ProgressUpdate | Result | Cancel
 """One validated bus message (the root of ``BusMessage``)."""
@@ -358,7 +358,7 @@ def watch_command(args: argparse.Namespace) -> int:
     arrives (or at once with --no-follow). 64 when there is nothing to read from, 1
     when --no-follow finds no message, 69 when Redis stays unreachable (without a
     spool: after ``REDIS_GIVE_UP_SECONDS`` of reconnecting)."""
-    from baqup_agent.config import bus_environment
+    from baqup_agent._config import bus_environment
 
     env = bus_environment()
     url = args.redis_url or env.redis_url

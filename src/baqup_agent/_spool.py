@@ -16,20 +16,15 @@ from typing import BinaryIO
 
 import orjson
 
+from baqup_agent._durable import fdatasync, fsync_dir, write_file
+from baqup_agent._keys import CONTROL_FILE, EVENTS_FILE, REPLAYED_FILE
+
 # the modes keep staged data from being world-readable (contract section 7)
 from baqup_agent.contract.wire import SPOOL_DIR_MODE as _DIR_MODE
 from baqup_agent.contract.wire import SPOOL_FILE_MODE as _FILE_MODE
-from baqup_agent.durable import fsync_dir, write_file
-from baqup_agent.keys import CONTROL_FILE, EVENTS_FILE, REPLAYED_FILE
 
 _TAIL_BYTES = 64 * 1024  # enough to find the last complete line (messages are < 10 KiB)
 _READ_CHUNK = 256 * 1024
-
-
-def _fsync(fd: int) -> None:
-    # fdatasync is enough for appends (it flushes the size too) and is cheaper on Linux.
-    sync = getattr(os, "fdatasync", os.fsync)
-    sync(fd)
 
 
 def read_lines(
@@ -103,7 +98,7 @@ class Spool:
             keep = size - len(tail) + cut + 1 if cut >= 0 else max(0, size - len(tail))
             f.truncate(keep)
             f.flush()
-            _fsync(f.fileno())
+            fdatasync(f.fileno())
             return keep
 
     def _read_replayed(self) -> int:
@@ -138,7 +133,7 @@ class Spool:
             if written != len(data):  # a short write (disk full): do not leave half a line
                 os.ftruncate(self._fd, self._size)
                 raise OSError(f"short write to {self.events_path}: {written} of {len(data)}")
-            _fsync(self._fd)
+            fdatasync(self._fd)
             self._size += len(data)
 
     def _open(self) -> None:

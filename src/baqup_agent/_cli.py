@@ -9,33 +9,21 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import sys
 from collections.abc import Sequence
-from typing import NoReturn
 
 from baqup_agent import __version__
-from baqup_agent.contract import ExitCode
+from baqup_agent._usage import UsageParser
 
 # subcommand -> (module, function taking the parsed arguments and returning an exit code)
 _COMMANDS = {
-    "validate-config": ("baqup_agent.schema", "validate_config_command"),
-    "watch": ("baqup_agent.reader", "watch_command"),
-    "replay": ("baqup_agent.bus", "replay_command"),
+    "validate-config": ("baqup_agent._cli", "validate_config_command"),
+    "watch": ("baqup_agent._reader", "watch_command"),
+    "replay": ("baqup_agent._bus", "replay_command"),
     "conformance": ("baqup_agent.conformance.cli", "conformance_command"),
-    "new": ("baqup_agent.scaffold", "new_command"),
+    "new": ("baqup_agent._scaffold", "new_command"),
 }
-
-
-class UsageParser(argparse.ArgumentParser):
-    """An ``ArgumentParser`` whose usage errors exit 64 (USAGE_CONFIG_ERROR), not 2.
-
-    Its subparsers are of the same class.
-    """
-
-    def error(self, message: str) -> NoReturn:
-        """Print the usage and ``message`` to standard error and exit 64."""
-        self.print_usage(sys.stderr)
-        self.exit(int(ExitCode.USAGE_CONFIG_ERROR), f"{self.prog}: error: {message}\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -178,6 +166,41 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--directory", help="where to create the project (default: ./NAME)")
     return parser
+
+
+def validate_config_command(args: argparse.Namespace) -> int:
+    """``baqup-agent validate-config --schema FILE [--prefix P] [--json]``.
+
+    Loads the environment as ``load_config`` does (base contract + agent schema);
+    prints ``ok: N variables`` and returns 0 when valid, one ``VARIABLE: message``
+    line per error and 64 when not. ``--json`` prints one JSON document instead.
+    """
+    from baqup_agent._config import load_config
+    from baqup_agent._errors import ConfigError
+
+    try:
+        config = load_config(args.schema, prefix=args.prefix)
+    except ConfigError as exc:
+        problems = exc.problems
+        if args.json:
+            errors = [p._asdict() for p in problems]
+            _print(json.dumps({"valid": False, "errors": errors}))
+        else:
+            for p in problems:
+                _print(f"{p.variable}: {p.message}" if p.variable else p.message)
+        return int(ConfigError.exit_code)
+    if args.json:
+        _print(json.dumps({"valid": True, "variables": len(config)}))
+    else:
+        _print(f"ok: {len(config)} variables")
+    return 0
+
+
+def _print(line: str) -> None:
+    from baqup_agent._redaction import REDACTOR
+
+    # names from the environment may hold undecodable bytes (surrogates): escape them
+    sys.stdout.write(REDACTOR.redact(line).encode("utf-8", "backslashreplace").decode() + "\n")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
