@@ -41,6 +41,11 @@ CARRIERS: dict[str, Callable[[str], Any]] = {
     "os-error": lambda pw: str(OSError(13, "denied", pw)),
     "args": lambda pw: str(Exception("failed", pw)),
     "nested": lambda pw: {"list": [pw, repr(pw)], pw: 1},
+    # repr() of a text holding both quote characters: single quotes, ' escaped as \'
+    "repr-both-quotes": lambda pw: repr(f"'{pw}\""),
+    "ascii-both-quotes": lambda pw: ascii(f"'{pw}\""),
+    "bytes-repr-both-quotes": lambda pw: repr(f"'{pw}\"".encode()),
+    "repr-twice": lambda pw: repr(repr(pw)),
 }
 
 
