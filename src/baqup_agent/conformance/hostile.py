@@ -21,6 +21,8 @@ import tarfile
 from pathlib import Path
 from typing import IO, Any
 
+from baqup_agent.contract.wire import MANIFEST_FILE
+
 VICTIM = "victim.txt"
 VICTIM_TEXT = b"the restore must not touch this file\n"
 
@@ -52,7 +54,7 @@ def outside_changes(outside: Path) -> list[str]:
 def hostile_copy(output: Path, copy: Path, outside: Path) -> str:
     """Copy the published ``output`` to ``copy`` with a hostile tar artifact; return its
     name. Raises NotTar when no artifact is a tar stream."""
-    manifest = json.loads((output / "manifest.json").read_text(encoding="utf-8"))
+    manifest = json.loads((output / MANIFEST_FILE).read_text(encoding="utf-8"))
     shutil.copytree(output, copy)
     for artifact in manifest.get("artifacts", []):
         path = copy / artifact["filename"]
@@ -65,7 +67,7 @@ def hostile_copy(output: Path, copy: Path, outside: Path) -> str:
         path.write_bytes(data)
         artifact["size_bytes"] = len(data)
         artifact["checksum_value"] = _digest(data, artifact["checksum_algorithm"])
-        (copy / "manifest.json").write_text(json.dumps(manifest, indent=2), encoding="utf-8")
+        (copy / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2), encoding="utf-8")
         return str(artifact["filename"])
     shutil.rmtree(copy, ignore_errors=True)
     raise NotTar("no artifact of the backup's output is a tar stream (plain, gzip or zstd)")

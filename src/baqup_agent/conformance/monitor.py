@@ -21,6 +21,7 @@ from baqup_agent._keys import job_keys
 from baqup_agent.conformance.inotify import TreeWatch
 from baqup_agent.conformance.observed import Message, Run, Snapshot, SuiteContext
 from baqup_agent.contract.wire import (
+    MANIFEST_FILE,
     SPOOL_CONTROL_FILE,
     SPOOL_EVENTS_FILE,
     STAGING_SUBDIR,
@@ -225,9 +226,9 @@ class Monitor:
             return
         self._last_listing = listing
         manifest: object = None
-        if "manifest.json" in listing:
+        if MANIFEST_FILE in listing:
             try:
-                manifest = json.loads((root / "manifest.json").read_text(encoding="utf-8"))
+                manifest = json.loads((root / MANIFEST_FILE).read_text(encoding="utf-8"))
             except (OSError, ValueError):
                 manifest = ""
         run.snapshots.append(Snapshot(now, listing, manifest))

@@ -34,6 +34,7 @@ from baqup_agent.conformance.runner import execute, new_run
 from baqup_agent.conformance.scenarios import BY_NAME as SCENARIOS_BY_NAME
 from baqup_agent.conformance.scenarios import SCENARIOS, Scenario
 from baqup_agent.conformance.schemas import warm_up
+from baqup_agent.contract.wire import MANIFEST_FILE
 from baqup_agent.testing import RedisServer, free_port
 
 SUITE_VARIABLES = frozenset(
@@ -412,7 +413,7 @@ def _restore_source(backup: Run, sc: Scenario, ctx: SuiteContext) -> tuple[Path 
     """The directory a restore scenario reads: the backup's output, a corrupted copy or a
     hostile one; or why there is none and how to have one."""
     out = backup.output
-    if not (out / "manifest.json").is_file():
+    if not (out / MANIFEST_FILE).is_file():
         return None, "the backup scenario published no output to restore", _FIX_BACKUP
     if sc.source == "backup":
         return out, "", ""
@@ -426,7 +427,7 @@ def _restore_source(backup: Run, sc: Scenario, ctx: SuiteContext) -> tuple[Path 
         return ctx.root / sc.name / "hostile-source" / backup.job_id, "", ""
     copy = ctx.root / sc.name / "corrupt-source" / backup.job_id
     shutil.copytree(out, copy)
-    files = [p for p in copy.rglob("*") if p.is_file() and p.name != "manifest.json"]
+    files = [p for p in copy.rglob("*") if p.is_file() and p.name != MANIFEST_FILE]
     victim = max(files, key=lambda p: p.stat().st_size, default=None)
     data = bytearray(victim.read_bytes() if victim is not None else b"")
     if victim is None or not data:

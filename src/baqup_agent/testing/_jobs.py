@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from baqup_agent._keys import CONTROL_FILE, EVENTS_FILE, MESSAGE_FIELD, default_spool_dir, job_keys
+from baqup_agent.contract.wire import MANIFEST_FILE
 from baqup_agent.testing._logs import LogCapture
 
 if TYPE_CHECKING:
@@ -127,7 +128,7 @@ def run_agent(
     if not staging or not job_id:  # a configuration test: the job could not start
         return AgentRun(code, [], log, None, dict(env))
     output = Path(staging) / job_id
-    published = (output / "manifest.json").is_file()
+    published = (output / MANIFEST_FILE).is_file()
     messages = spool_messages(staging, job_id, spool_dir=env.get("BAQUP_SPOOL_DIR"))
     return AgentRun(code, messages, log, output if published else None, dict(env))
 

@@ -10,6 +10,7 @@ from baqup_agent.conformance.canary import CanaryScanner, Leak
 from baqup_agent.conformance.checks._base import CheckInput, must
 from baqup_agent.conformance.observed import Run
 from baqup_agent.conformance.report import Finding
+from baqup_agent.contract.wire import MANIFEST_FILE
 
 
 def secrets(inp: CheckInput) -> Iterator[Finding]:
@@ -46,7 +47,7 @@ def _report(leak: Leak, run: Run | None, seen: set[tuple[str, str, str]]) -> Ite
 def _compressed_artifacts(output: Path) -> dict[Path, str]:
     """Artifact path -> compression, from the published manifest (when there is one)."""
     try:
-        data = json.loads((output / "manifest.json").read_text(encoding="utf-8"))
+        data = json.loads((output / MANIFEST_FILE).read_text(encoding="utf-8"))
         return {
             output / a["filename"]: a["compression"]
             for a in data.get("artifacts", [])

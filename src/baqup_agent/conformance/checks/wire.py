@@ -12,6 +12,7 @@ from baqup_agent.conformance.checks._base import CheckInput, must
 from baqup_agent.conformance.observed import Message, Run
 from baqup_agent.conformance.report import Finding
 from baqup_agent.contract import LogLevel
+from baqup_agent.contract.wire import MANIFEST_FILE
 from baqup_schema.contract_schemas import contract_validator
 
 _BRANCHES = {"state_change": "StateChange", "heartbeat": "Heartbeat",
@@ -107,7 +108,7 @@ def json_integers(inp: CheckInput) -> Iterator[Finding]:
                 reported += 1
                 where = f"{m.source} {m.where}"
                 yield must(f"{where}: {', '.join(paths)} written as a float", run, m.raw)
-        manifest = run.output / "manifest.json"
+        manifest = run.output / MANIFEST_FILE
         if manifest.is_file():
             paths = integer_errors("manifest.json", manifest.read_text(encoding="utf-8"))
             if paths:
