@@ -45,6 +45,12 @@ PADDING = "zz-conformance-padding"
 """Where the copies of an enlarged fixture live, beside the fixture's own entries."""
 
 
+def copies_in(fixture: Path) -> int:
+    """How many times a fixture made by ``scaled_fixture`` holds the original's data."""
+    padding = fixture / PADDING
+    return 1 + (sum(1 for _ in padding.iterdir()) if padding.is_dir() else 0)
+
+
 def scaled_fixture(fixture: Path, root: Path, copies: int, max_bytes: int) -> Path:
     """A copy of ``fixture`` under ``root`` holding ``copies`` times its data: the original
     entries plus ``copies - 1`` copies of them in PADDING/NNNN/, fewer when that would pass
@@ -103,3 +109,7 @@ def _same_bytes(a: Path, b: Path) -> bool:
                 return False
             if not chunk:
                 return True
+
+
+MAX_FIXTURE_BYTES = 256 << 20  # an enlarged fixture stays below this
+SCALE_STEP = 4  # each enlargement after a job that ended too soon: this many times the copies

@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -27,6 +28,12 @@ from typing import Any
 
 from baqup_agent._keys import EVENTS_FILE, MESSAGE_FIELD, job_keys
 from baqup_agent.conformance.checks._base import CheckInput, NotApplicable, exit_text, must
+from baqup_agent.conformance.fixture import (
+    MAX_FIXTURE_BYTES,
+    SCALE_STEP,
+    copies_in,
+    scaled_fixture,
+)
 from baqup_agent.conformance.observed import Run, SuiteContext
 from baqup_agent.conformance.report import Finding
 from baqup_agent.conformance.runner import build_env, execute, expand, new_run
@@ -70,44 +77,34 @@ def rerun_finished(inp: CheckInput) -> Iterator[Finding]:
 def duplicate_refused(inp: CheckInput) -> Iterator[Finding]:
     """A duplicate started while the first run lives: exit 73, nothing of the job written."""
     ctx = inp.ctx
-    first = new_run(DUPLICATE, ctx)
     # the fixture the interrupted scenarios were sized with: a backup that lasts, so that
     # a fast agent is not done before SIGSTOP (its duplicate would rightly exit 0)
-    first.fixture = next(
+    fixture = next(
         (r.fixture for n in _INTERRUPTED if (r := inp.all_runs.get(n)) and r.fixture), None
     )
-    first.env = build_env(first, ctx)
-    live = _start(first, first.env, ctx)
-    try:
-        if not _wait_running(first, ctx, live):
-            raise NotApplicable("the first backup never reported running")
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(live.pid, signal.SIGSTOP)
-        if live.poll() is not None or first.output.exists():
-            raise NotApplicable(
-                "the first backup ended before the duplicate could start",
-                how="make a backup last longer (--slow-env, or a larger --fixture)",
+    for attempt in range(1, DUPLICATE_ATTEMPTS + 1):
+        first = new_run(DUPLICATE, ctx)
+        first.fixture = fixture
+        tried = _duplicate(first, ctx)
+        if tried is not None:
+            break
+        # it ended before SIGSTOP (a busy machine, a small fixture): again, with more to read
+        shutil.rmtree(first.workdir, ignore_errors=True)
+        if attempt < DUPLICATE_ATTEMPTS:
+            copies = copies_in(fixture or ctx.fixture) * SCALE_STEP
+            fixture = scaled_fixture(
+                ctx.fixture, ctx.root / f"duplicate-fixture-{attempt}", copies, MAX_FIXTURE_BYTES
             )
-        before = _bus(first, ctx)
-        dup_env = {**first.env, "BAQUP_AGENT_ID": f"{ctx.agent_id}-duplicate"}
-        dup = _start(first, dup_env, ctx)
-        try:
-            code = dup.wait(timeout=ctx.timeout)
-        except subprocess.TimeoutExpired:
-            dup.kill()
-            dup.wait()
-            yield must("a duplicate start did not exit while the first run lived", first)
-            return
-        after = _bus(first, ctx)
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(live.pid, signal.SIGCONT)
-        live.send_signal(signal.SIGTERM)
-        try:
-            live.wait(timeout=ctx.grace_period + 10)
-        except subprocess.TimeoutExpired:
-            live.kill()
-            live.wait()
+    else:
+        raise NotApplicable(
+            f"the first backup ended before the duplicate could start ({DUPLICATE_ATTEMPTS} "
+            "attempts, the fixture enlarged each time)",
+            how="make a backup last longer (--slow-env, or a larger --fixture)",
+        )
+    code, before, after = tried
+    if code is None:
+        yield must("a duplicate start did not exit while the first run lived", first)
+        return
     if code != ExitCode.CANT_CREATE_OUTPUT:
         yield must("a duplicate start must exit 73", first, exit_text(code))
     mine = [
@@ -121,7 +118,47 @@ def duplicate_refused(inp: CheckInput) -> Iterator[Finding]:
         yield must("a refused duplicate wrote the job's result key", first)
 
 
+def _duplicate(
+    first: Run, ctx: SuiteContext
+) -> tuple[int | None, dict[str, Any], dict[str, Any]] | None:
+    """Start ``first``, pause it once running, start a duplicate of it: the duplicate's exit
+    code (None: it did not exit) and the bus before and after it; None when the first run
+    ended before it could be paused."""
+    first.env = build_env(first, ctx)
+    live = _start(first, first.env, ctx)
+    try:
+        if not _wait_running(first, ctx, live):
+            if live.poll() is not None and first.output.exists():
+                return None  # done before "running" was seen: too fast, not broken
+            raise NotApplicable("the first backup never reported running")
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(live.pid, signal.SIGSTOP)
+        if live.poll() is not None or first.output.exists():
+            return None
+        before = _bus(first, ctx)
+        dup_env = {**first.env, "BAQUP_AGENT_ID": f"{ctx.agent_id}-duplicate"}
+        dup = _start(first, dup_env, ctx)
+        code: int | None
+        try:
+            code = dup.wait(timeout=ctx.timeout)
+        except subprocess.TimeoutExpired:
+            dup.kill()
+            dup.wait()
+            code = None
+        return code, before, _bus(first, ctx)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(live.pid, signal.SIGCONT)
+        live.send_signal(signal.SIGTERM)
+        try:
+            live.wait(timeout=ctx.grace_period + 10)
+        except subprocess.TimeoutExpired:
+            live.kill()
+            live.wait()
+
+
 _INTERRUPTED = ("sigterm", "cancel-spool", "cancel-redis")  # scenarios with a sized fixture
+DUPLICATE_ATTEMPTS = 3
 
 
 def _start(run: Run, env: dict[str, str], ctx: SuiteContext) -> subprocess.Popen[bytes]:

@@ -18,7 +18,12 @@ from typing import Any
 from baqup_agent.conformance.canary import make_canary
 from baqup_agent.conformance.checks import BY_NAME, CHECKS, Check, CheckInput, NotApplicable
 from baqup_agent.conformance.checks.lifecycle import RACE
-from baqup_agent.conformance.fixture import make_default_fixture, scaled_fixture
+from baqup_agent.conformance.fixture import (
+    MAX_FIXTURE_BYTES,
+    SCALE_STEP,
+    make_default_fixture,
+    scaled_fixture,
+)
 from baqup_agent.conformance.hostile import NotTar, hostile_copy, make_outside
 from baqup_agent.conformance.observed import Run, SuiteContext
 from baqup_agent.conformance.report import (
@@ -365,9 +370,7 @@ CALIBRATION = "backup-spool"
 """The scenario whose job, neither throttled nor interrupted, sizes the interrupted ones."""
 TARGET_JOB_SECONDS = 8.0  # how long the interrupted scenarios' job would last (calibrated)
 SCALE_RETRIES = 2  # more runs, each with SCALE_STEP times the copies, when the job was too fast
-SCALE_STEP = 4
 MAX_COPIES = 4096  # not-a-schema-value: a count of copies
-MAX_FIXTURE_BYTES = 256 << 20  # the enlarged fixture stays below this
 
 
 def _real_secret(name: str, env: Mapping[str, str]) -> str:
