@@ -178,7 +178,5 @@ def test_stop_is_prompt_and_safe_before_start(log: LogCapture) -> None:
     bus = RecordingBus()
     thread = start(bus, 30.0, log)
     wait_for(lambda: bus.calls, what="first beat")
-    t0 = time.monotonic()
-    thread.stop(timeout=5)
-    assert time.monotonic() - t0 < 0.5
+    thread.stop(timeout=5)  # wakes the thread: waiting out its 30 s interval would leave it alive
     assert not thread.is_alive() and thread.daemon
