@@ -25,6 +25,17 @@ METADATA_SCHEMA = Path(__file__).with_name("source-metadata-schema.json")
 COPY_BUFFER = 1 << 20
 
 
+def hint(database: Path) -> str:
+    """What an unreadable database most likely needs, when it is something we can tell."""
+    if not os.access(database.parent, os.W_OK):
+        # a WAL database's readers create and map its -shm file beside it
+        return (
+            f" ({database.parent} is not writable for this agent: a database in WAL mode "
+            "needs its directory writable, so mount it read-write)"
+        )
+    return ""
+
+
 def connect(path: Path, mode: str) -> sqlite3.Connection:
     """A connection to the existing database file at ``path`` (never creates one)."""
     return sqlite3.connect(f"{path.resolve().as_uri()}?{mode}", uri=True)
@@ -80,7 +91,11 @@ class SqliteAgent(Agent):
         source = connect(database, "mode=rw")
         copy = sqlite3.connect(snapshot)
         try:
-            source.backup(copy, pages=ctx.config["BAQUP_SQLITE_PAGES_PER_STEP"], progress=step)
+            try:
+                pages = ctx.config["BAQUP_SQLITE_PAGES_PER_STEP"]
+                source.backup(copy, pages=pages, progress=step)
+            except sqlite3.OperationalError as exc:  # SQLite's word for "cannot read it now"
+                raise ResourceUnavailable(f"cannot read {database}: {exc}{hint(database)}") from exc
             page_size, page_count = (
                 copy.execute("PRAGMA page_size").fetchone()[0],
                 copy.execute("PRAGMA page_count").fetchone()[0],

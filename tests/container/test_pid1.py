@@ -26,6 +26,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,7 @@ import pytest
 import redis
 
 from baqup_agent._keys import MESSAGE_FIELD, job_keys
+from baqup_agent.contract import ExitCode
 from tests.agent.helpers import EXAMPLES as EXAMPLES_DIR
 from tests.agent.helpers import FS_AGENT, SQLITE_AGENT, assert_complete_output
 from tests.agent.pg_cluster import SAMPLE_TABLES, Cluster, sample_cluster
@@ -269,6 +271,26 @@ def test_backup_and_restore_as_pid1_non_root_read_only(box: Box, example: Exampl
     assert box.result("r1")["status"] == "success"
     example.assert_restored(box, source)
     box.assert_no_secret()
+
+
+@pytest.mark.parametrize("journal", ["wal", "delete"])
+def test_sqlite_source_on_a_read_only_mount(box: Box, journal: str) -> None:
+    """A rollback-journal database backs up from a read-only mount; a WAL one cannot
+    (its readers need the -shm file beside it): exit 69 naming the directory, not 70."""
+    source = _sqlite_source(box)
+    with closing(sqlite3.connect(source / "app.db")) as db:
+        db.execute(f"PRAGMA journal_mode={journal}")
+    python = [sys.executable, str(SQLITE_AGENT)]
+    env = box.env("w1", "backup", BAQUP_SQLITE_DATABASE=source / "app.db")
+    code = run(box, python, env, [source], "wal")
+    if journal == "delete":
+        assert code == 0, box.output("wal")
+        return
+    assert code == int(ExitCode.RESOURCE_UNAVAILABLE), box.output("wal")
+    result = box.result("w1")
+    assert result["status"] == "failed" and result["exit_code"] == code
+    assert f"{source} is not writable" in result["error"] and "WAL" in result["error"]
+    assert not (box.root / "staging" / "w1").exists()
 
 
 def start_gated(
