@@ -77,6 +77,11 @@ class Agent:
     route_python_output: ClassVar[bool] = True
     keep_secrets_in_environ: ClassVar[bool] = False
 
+    def _new_context(self, **parts: Any) -> Context:
+        """The Context this agent's methods receive; the job (``_job.py``, a lower layer)
+        calls it with the parts it set up, so that it never imports this module."""
+        return Context(**parts)
+
     def backup(self, ctx: Context) -> None:
         """Write the backup's artifacts with ``ctx.artifact(...)``."""
         raise NotImplementedError(f"{self.agent_name()} does not implement backup")

@@ -322,10 +322,8 @@ class _Job:
             # a restore has a source: config.json requires it with the role
             assert self.settings.restore_source is not None
             source = PublishedOutput.open(self.settings.restore_source)
-        # the author API's object, built here: the one import up a layer (docs/architecture.md)
-        from baqup_agent._agent import Context
-
-        return Context(
+        # the author API's object, made by the agent's own class: no import up a layer
+        return self.agent._new_context(
             config=self.config,
             logger=self.logger,
             bus=self.bus,
