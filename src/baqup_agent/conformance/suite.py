@@ -283,7 +283,9 @@ class Suite:
             run.action_note += f"fixture x{copies}, attempt {attempts}; "
             if not run.missed_action(RACE) or attempts > SCALE_RETRIES or copies == MAX_COPIES:
                 return run
-            copies = min(MAX_COPIES, copies * SCALE_STEP)
+            # at least SCALE_STEP times more; more when this run says the job is still far
+            # from TARGET_JOB_SECONDS (the calibration's small job is mostly start-up)
+            copies = min(MAX_COPIES, max(copies * SCALE_STEP, _copies_for(run, copies)))
             shutil.rmtree(run.workdir, ignore_errors=True)
 
     def _scaled_fixture(self, ctx: SuiteContext, copies: int) -> Path:
@@ -369,7 +371,7 @@ class Suite:
 CALIBRATION = "backup-spool"
 """The scenario whose job, neither throttled nor interrupted, sizes the interrupted ones."""
 TARGET_JOB_SECONDS = 8.0  # how long the interrupted scenarios' job would last (calibrated)
-SCALE_RETRIES = 2  # more runs, each with SCALE_STEP times the copies, when the job was too fast
+SCALE_RETRIES = 2  # more runs, each with at least SCALE_STEP times the copies, when too fast
 MAX_COPIES = 4096  # not-a-schema-value: a count of copies
 
 
@@ -396,13 +398,13 @@ def _real_secret(name: str, env: Mapping[str, str]) -> str:
 MIN_REAL_SECRET = 6
 
 
-def _copies_for(calibration: Run) -> int:
+def _copies_for(run: Run, copies: int = 1) -> int:
     """How many copies of the fixture make the job last TARGET_JOB_SECONDS, judged by the
-    calibration run's work time (from ``running`` to its exit)."""
-    if calibration.skipped or calibration.running_seen_at is None or not calibration.ended:
-        return 1
-    work = max(calibration.ended - calibration.running_seen_at, 0.01)
-    return max(1, min(MAX_COPIES, math.ceil(TARGET_JOB_SECONDS / work)))
+    work time (from ``running`` to the exit) of ``run``, which read ``copies`` of them."""
+    if run.skipped or run.running_seen_at is None or not run.ended:
+        return copies
+    work = max(run.ended - run.running_seen_at, 0.01)
+    return max(1, min(MAX_COPIES, math.ceil(copies * TARGET_JOB_SECONDS / work)))
 
 
 def _status(result: CheckResult, strict: bool) -> Status:
