@@ -177,7 +177,7 @@ def test_a_long_stderr_line_is_logged_in_pieces(ctx: FakeContext) -> None:
 
 # Secrets: quotes, backslashes, control characters, non-ASCII, URL-special characters.
 secrets = st.text(
-    alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"),
+    alphabet=st.characters(blacklist_categories=["Cs"], blacklist_characters="\x00"),
     min_size=4,
     max_size=40,
 ).filter(lambda s: s.strip() == s and len(s.strip()) >= 4)
@@ -346,7 +346,7 @@ def test_the_forced_exit_hook_kills_the_group(pidfile: Path) -> None:
         exited.set()
 
     logger = Logger("job-1", "agent-1", stream=io.StringIO())
-    cancellation = Cancellation(0.5, logger, exit_process=exit_process)  # type: ignore[arg-type]
+    cancellation = Cancellation(0.5, logger, exit_process=exit_process)
     ctx = FakeContext(cancellation)
     # cancel once the tree is up; term_timeout far beyond the grace period: only the
     # forced exit's hook can stop the child, so run_child returns only after it ran
@@ -480,7 +480,7 @@ def test_forced_exit_hooks_run_even_when_one_fails_and_not_once_removed() -> Non
     cancellation = Cancellation(
         0.2,
         Logger("job-1", "agent-1", stream=log),
-        exit_process=lambda code: exited.set(),  # type: ignore[arg-type, return-value]
+        exit_process=lambda code: exited.set(),
     )
     try:
         cancellation.on_forced_exit(broken)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import subprocess
 import time
-from functools import partial
 from collections.abc import Callable, Iterable, Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 

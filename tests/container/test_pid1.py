@@ -34,7 +34,7 @@ import orjson
 import pytest
 import redis
 
-from baqup_agent._keys import MESSAGE_FIELD, job_keys
+from baqup_agent._keys import job_keys
 from tests.agent.helpers import EXAMPLES as EXAMPLES_DIR
 from tests.agent.helpers import FS_AGENT, SQLITE_AGENT, assert_complete_output
 from tests.agent.pg_cluster import SAMPLE_TABLES, Cluster, sample_cluster
