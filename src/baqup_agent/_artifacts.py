@@ -137,6 +137,14 @@ class ByteSink(Protocol):
         """Take ``data`` (any bytes-like object)."""
 
 
+class ByteSource(Protocol):
+    """Where a byte stream is read from: a stream ``open_decompressed`` returns, or any
+    binary file."""
+
+    def read(self, size: int, /) -> bytes:
+        """Up to ``size`` bytes; ``b""`` at the end."""
+
+
 class ArtifactWriter:
     """A writable binary file that streams one artifact to disk in one pass.
 

@@ -46,7 +46,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import IO, TYPE_CHECKING, Protocol, TypedDict
+from typing import TYPE_CHECKING, Protocol, TypedDict
 
 from baqup_agent._errors import AgentError, InternalError, ResourceUnavailable
 from baqup_agent._redaction import redact
@@ -54,7 +54,7 @@ from baqup_agent._secret import Secret
 from baqup_agent.contract import ExitCode
 
 if TYPE_CHECKING:
-    from baqup_agent._artifacts import ByteSink
+    from baqup_agent._artifacts import ByteSink, ByteSource
     from baqup_agent._lifecycle import Cancellation
     from baqup_agent._logger import Logger
 
@@ -130,7 +130,7 @@ class ChildOptions(TypedDict, total=False):
     """Keyword arguments of ``Context.run_child`` (see ``run_child``)."""
 
     stdout: ByteSink | None
-    stdin: IO[bytes] | None
+    stdin: ByteSource | None
     env: Mapping[str, str | Secret | SecretFile] | None
     cwd: str | os.PathLike[str] | None
     ok_codes: Sequence[int]
@@ -147,7 +147,7 @@ def run_child(
     argv: Sequence[str | os.PathLike[str] | SecretFile],
     *,
     stdout: ByteSink | None = None,
-    stdin: IO[bytes] | None = None,
+    stdin: ByteSource | None = None,
     env: Mapping[str, str | Secret | SecretFile] | None = None,
     cwd: str | os.PathLike[str] | None = None,
     ok_codes: Sequence[int] = (0,),
@@ -362,7 +362,7 @@ class _Child:
 
     # -- the pipes --------------------------------------------------------------------
 
-    def pump(self, sink: ByteSink | None, source: IO[bytes] | None, count: bool) -> None:
+    def pump(self, sink: ByteSink | None, source: ByteSource | None, count: bool) -> None:
         """Move data until the child closed its stdout and stderr (and took its input)."""
         proc = self.proc
         assert proc.stdout is not None and proc.stderr is not None
