@@ -18,6 +18,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TextIO
 
 from bench._report import best_of, row
 
@@ -41,11 +42,11 @@ def _per_line(*emitters: Callable[[], None], rounds: int = 7) -> list[float]:
     return best
 
 
-def _structlog_emit(devnull: object) -> Callable[[], None]:
+def _structlog_emit(devnull: TextIO) -> Callable[[], None]:
     import structlog
 
     log = structlog.wrap_logger(
-        structlog.PrintLogger(devnull),  # type: ignore[arg-type]
+        structlog.PrintLogger(devnull),
         processors=[
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
@@ -56,21 +57,25 @@ def _structlog_emit(devnull: object) -> Callable[[], None]:
     return lambda: log.info("chunk written", **FIELDS)
 
 
-def _baqup_emit(devnull: object) -> Callable[[], None]:
+def _baqup_emit(devnull: TextIO) -> Callable[[], None]:
     from baqup_agent._logger import Logger
 
-    log = Logger("job-2026-11-27.001", "fs-agent-7f3c", stream=devnull)  # type: ignore[arg-type]
+    log = Logger("job-2026-11-27.001", "fs-agent-7f3c", stream=devnull)
     return lambda: log.info("chunk written", **FIELDS)
 
 
-def _orjson_floor(devnull: object) -> Callable[[], None]:
+def _orjson_floor(devnull: TextIO) -> Callable[[], None]:
     import orjson
 
-    record = {"timestamp": "2026-11-27T10:00:00.123456Z", "level": "INFO"}
+    record: dict[str, object] = {"timestamp": "2026-11-27T10:00:00.123456Z", "level": "INFO"}
     record |= {"message": "chunk written", "job_id": "job-1", "agent_id": "fs-1", **FIELDS}
-    write = devnull.write  # type: ignore[attr-defined]
-    flush = devnull.flush  # type: ignore[attr-defined]
-    return lambda: (write(orjson.dumps(record).decode() + "\n"), flush())
+    write, flush = devnull.write, devnull.flush
+
+    def emit() -> None:
+        write(orjson.dumps(record).decode() + "\n")
+        flush()
+
+    return emit
 
 
 def _agent_schema(n: int) -> dict[str, object]:

@@ -23,6 +23,8 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 from bench._report import row
@@ -33,9 +35,9 @@ WORK = Path(__file__).resolve().parent / ".work" / "postgresql"
 BACKUP_TARGET = 1.2
 
 
-def _timed(fn: object) -> float:
+def _timed(fn: Callable[[], object]) -> float:
     t0 = time.perf_counter()
-    fn()  # type: ignore[operator]
+    fn()
     return time.perf_counter() - t0
 
 
@@ -88,7 +90,7 @@ def main() -> int:
         agent_backups, peer_backups = [], []
         for i in range(repeat):
             shutil.rmtree(WORK / "staging", ignore_errors=True)
-            agent_backups.append(_timed(lambda i=i: agent_job(f"b{i}", "backup", "source")))
+            agent_backups.append(_timed(partial(agent_job, f"b{i}", "backup", "source")))
             peer_backups.append(_timed(peer_backup))
         subprocess.run([bin_dir / "pg_dump", "-Fc", "-f", peer_dump],
                        env=cluster.client_env("source"), check=True)  # fmt: skip
@@ -112,8 +114,8 @@ def main() -> int:
             cluster.drop_database("target")
             cluster.create_database("target")
             source = str(WORK / "staging" / f"b{repeat - 1}")
-            agent_restores.append(_timed(lambda i=i, s=source: agent_job(
-                f"r{i}", "restore", "target", BAQUP_RESTORE_SOURCE=s)))  # fmt: skip
+            agent_restores.append(_timed(partial(
+                agent_job, f"r{i}", "restore", "target", BAQUP_RESTORE_SOURCE=source)))  # fmt: skip
             cluster.drop_database("target")
             cluster.create_database("target")
             peer_restores.append(_timed(lambda: subprocess.run(

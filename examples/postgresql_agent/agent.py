@@ -201,7 +201,7 @@ class PostgresqlAgent(Agent):
         with ctx.open_artifact(ARTIFACT) as dump:
             ctx.run_child(
                 argv,
-                stdin=_ExactSize(dump, meta["dump_bytes"]),  # type: ignore[arg-type]
+                stdin=_ExactSize(dump, meta["dump_bytes"]),
                 env=self._env(ctx, "pg_restore"),
                 name="pg_restore",
             )

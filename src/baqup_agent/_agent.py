@@ -24,7 +24,7 @@ import sys
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, BinaryIO, ClassVar, NoReturn, cast
+from typing import IO, TYPE_CHECKING, Any, BinaryIO, ClassVar, NoReturn
 
 from baqup_agent._errors import (
     InternalError,
@@ -40,7 +40,7 @@ if TYPE_CHECKING:
     from typing_extensions import Unpack
 
     from baqup_agent._archive import TarStats
-    from baqup_agent._artifacts import ArtifactWriter
+    from baqup_agent._artifacts import ArtifactWriter, ByteSink
     from baqup_agent._bus import BusClient
     from baqup_agent._child import ChildOptions, ChildResult, SecretFile
     from baqup_agent._config import Config
@@ -290,9 +290,7 @@ class Context:
             progress=self._progress if count_progress else None,
         )
 
-    def create_tar(
-        self, fileobj: ArtifactWriter | IO[bytes], root: str | os.PathLike[str]
-    ) -> TarStats:
+    def create_tar(self, fileobj: ByteSink, root: str | os.PathLike[str]) -> TarStats:
         """Write the tree at ``root`` as a tar stream into ``fileobj`` (an artifact writer,
         or any binary file), never following symlinks; each entry is a checkpoint and
         counts as an item."""
@@ -302,9 +300,7 @@ class Context:
             self.checkpoint()
             self.progress(items=1)
 
-        # an ArtifactWriter has the part of IO[bytes] that a tar stream writes with
-        stream = cast("IO[bytes]", fileobj)
-        return create_tar(stream, root, logger=self.logger, checkpoint=each_entry)
+        return create_tar(fileobj, root, logger=self.logger, checkpoint=each_entry)
 
     def fail_artifact(self, filename: str, error: BaseException | str) -> None:
         """Record that one artifact failed: the others are still published, exit 76."""

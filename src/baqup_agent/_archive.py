@@ -31,6 +31,7 @@ from baqup_agent._errors import DataError
 from baqup_agent._paths import PATH_MAX, relative_parts
 
 if TYPE_CHECKING:
+    from baqup_agent._artifacts import ByteSink
     from baqup_agent._logger import Logger
 
 _COPY_SIZE = 1 << 20
@@ -575,7 +576,7 @@ def _umask() -> int:
 
 
 def create_tar(
-    fileobj: IO[bytes],
+    fileobj: ByteSink,
     root: str | os.PathLike[str],
     *,
     logger: Logger | None = None,
@@ -705,7 +706,7 @@ def _add(
 class _TarWriter:
     """Builds headers and gathers them, with small files' data, into ~1 MiB writes."""
 
-    def __init__(self, fileobj: IO[bytes]) -> None:
+    def __init__(self, fileobj: ByteSink) -> None:
         self._f = fileobj
         self._buf = bytearray()
         self._written = 0

@@ -30,6 +30,8 @@ from baqup_agent._paths import open_regular
 from baqup_agent.contract import Artifact, ChecksumAlgorithm, Compression
 
 if TYPE_CHECKING:
+    from _typeshed import ReadableBuffer
+
     from baqup_agent._progress import ProgressCounter
 
 DEFAULT_LEVELS = {Compression.ZSTD: 3, Compression.GZIP: 6}  # each library's usual default
@@ -128,6 +130,21 @@ def _encoder(compression: Compression, level: int | None, threads: int, sink: _S
     return _Zstd(sink, level, threads)
 
 
+class ByteSink(Protocol):
+    """Where a byte stream is written: an ``ArtifactWriter`` or any binary file."""
+
+    def write(self, data: ReadableBuffer, /) -> object:
+        """Take ``data`` (any bytes-like object)."""
+
+
+class ByteSource(Protocol):
+    """Where a byte stream is read from: a stream ``open_decompressed`` returns, or any
+    binary file."""
+
+    def read(self, size: int, /) -> bytes:
+        """Up to ``size`` bytes; ``b""`` at the end."""
+
+
 class ArtifactWriter:
     """A writable binary file that streams one artifact to disk in one pass.
 
@@ -222,7 +239,7 @@ class ArtifactWriter:
         """Nothing to do: bytes reach the disk as the compressor releases them."""
         self._check_open()
 
-    def write(self, data: bytes | bytearray | memoryview, /) -> int:
+    def write(self, data: ReadableBuffer, /) -> int:
         """Write ``data`` (any bytes-like object); returns its length in bytes."""
         self._check_open()
         view = memoryview(data).cast("B")

@@ -46,7 +46,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import IO, TYPE_CHECKING, Protocol, TypedDict
+from typing import TYPE_CHECKING, Protocol, TypedDict
 
 from baqup_agent._errors import AgentError, InternalError, ResourceUnavailable
 from baqup_agent._redaction import redact
@@ -54,6 +54,7 @@ from baqup_agent._secret import Secret
 from baqup_agent.contract import ExitCode
 
 if TYPE_CHECKING:
+    from baqup_agent._artifacts import ByteSink, ByteSource
     from baqup_agent._lifecycle import Cancellation
     from baqup_agent._logger import Logger
 
@@ -128,8 +129,8 @@ class ChildResult:
 class ChildOptions(TypedDict, total=False):
     """Keyword arguments of ``Context.run_child`` (see ``run_child``)."""
 
-    stdout: IO[bytes] | None
-    stdin: IO[bytes] | None
+    stdout: ByteSink | None
+    stdin: ByteSource | None
     env: Mapping[str, str | Secret | SecretFile] | None
     cwd: str | os.PathLike[str] | None
     ok_codes: Sequence[int]
@@ -145,8 +146,8 @@ def run_child(
     cancellation: Cancellation,
     argv: Sequence[str | os.PathLike[str] | SecretFile],
     *,
-    stdout: IO[bytes] | None = None,
-    stdin: IO[bytes] | None = None,
+    stdout: ByteSink | None = None,
+    stdin: ByteSource | None = None,
     env: Mapping[str, str | Secret | SecretFile] | None = None,
     cwd: str | os.PathLike[str] | None = None,
     ok_codes: Sequence[int] = (0,),
@@ -361,7 +362,7 @@ class _Child:
 
     # -- the pipes --------------------------------------------------------------------
 
-    def pump(self, sink: IO[bytes] | None, source: IO[bytes] | None, count: bool) -> None:
+    def pump(self, sink: ByteSink | None, source: ByteSource | None, count: bool) -> None:
         """Move data until the child closed its stdout and stderr (and took its input)."""
         proc = self.proc
         assert proc.stdout is not None and proc.stderr is not None
@@ -415,7 +416,7 @@ class _Child:
                     else:
                         self._stdout(data, sink, count)
 
-    def _drain(self, sel: selectors.BaseSelector, sink: IO[bytes] | None, count: bool) -> None:
+    def _drain(self, sel: selectors.BaseSelector, sink: ByteSink | None, count: bool) -> None:
         """Read what the exited child left in its stdout and stderr pipes."""
         assert self.proc.stdout is not None
         for key in list(sel.get_map().values()):
@@ -437,7 +438,7 @@ class _Child:
         if self._stderr_rest:
             self._stderr(b"", final=True)
 
-    def _stdout(self, data: bytes, sink: IO[bytes] | None, count: bool) -> None:
+    def _stdout(self, data: bytes, sink: ByteSink | None, count: bool) -> None:
         self.stdout_bytes += len(data)
         if sink is not None:
             sink.write(data)

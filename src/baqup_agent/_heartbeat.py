@@ -6,14 +6,28 @@ import math
 import threading
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from baqup_agent._errors import summarize
 from baqup_agent.contract import AgentState, HeartbeatIntent, Progress
 
 if TYPE_CHECKING:
-    from baqup_agent._bus import BusClient
     from baqup_agent._logger import Logger
+
+
+class HeartbeatSender(Protocol):
+    """What the thread needs of the bus: ``BusClient`` (a test passes a recorder)."""
+
+    def send_heartbeat(
+        self,
+        state: AgentState,
+        intent: HeartbeatIntent,
+        progress: Progress,
+        extend_seconds: float | None = None,
+        *,
+        interval: float | None = None,
+    ) -> None:
+        """Send one heartbeat, as ``BusClient.send_heartbeat`` does."""
 
 
 def _no_progress() -> Progress:
@@ -62,7 +76,7 @@ class HeartbeatThread(threading.Thread):
 
     def __init__(
         self,
-        bus: BusClient,
+        bus: HeartbeatSender,
         agent_id: str,
         interval: float,
         logger: Logger,

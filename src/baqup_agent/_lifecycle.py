@@ -39,7 +39,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from types import FrameType
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING
 
 from baqup_agent._errors import Cancelled, IllegalTransition
 from baqup_agent.contract import AgentState
@@ -164,7 +164,8 @@ class Cancellation:
     helper thread that is abandoned when time is up.
 
     ``clock`` is the monotonic time the watchdog's schedule is computed on (a test
-    injects one to check the schedule, not wall-clock windows).
+    injects one to check the schedule, not wall-clock windows). ``exit_process`` ends
+    the process (``os._exit``); one that returns (a test's recorder) ends the watchdog.
     """
 
     def __init__(
@@ -174,7 +175,7 @@ class Cancellation:
         *,
         on_request: Callable[[str], None] | None = None,
         on_force_exit: ForceExit | None = None,
-        exit_process: Callable[[int], NoReturn] = os._exit,
+        exit_process: Callable[[int], object] = os._exit,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.grace_period = float(grace_period)
@@ -372,7 +373,7 @@ class Cancellation:
             grace_period=self.grace_period,
         )
 
-    def _force_exit(self, why: str, deadline: float, reserve: float) -> NoReturn:
+    def _force_exit(self, why: str, deadline: float, reserve: float) -> None:
         # The clean-up gets the reserve minus a margin in which to give up on it, so the
         # exit below happens by the deadline even when the clean-up hangs.
         finish_by = deadline - min(0.1, 0.25 * reserve)

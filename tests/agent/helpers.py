@@ -67,7 +67,7 @@ def assert_legal_states(messages: list[dict[str, Any]]) -> list[AgentState]:
 
 def assert_complete_output(output: Path) -> dict[str, Any]:
     """A published output: manifest present, every artifact's size and checksum match."""
-    manifest = orjson.loads((output / "manifest.json").read_bytes())
+    manifest: dict[str, Any] = orjson.loads((output / "manifest.json").read_bytes())
     names = {a["filename"] for a in manifest["artifacts"]} | {"manifest.json"}
     assert {p.relative_to(output).as_posix() for p in output.rglob("*") if p.is_file()} == names
     for art in manifest["artifacts"]:

@@ -9,6 +9,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -136,10 +137,10 @@ def test_cancel_after_publication_began_does_not_undo_it(
 ) -> None:
     publish = Staging.publish
 
-    def publish_then_cancel(self: Staging, **kwargs: object) -> Path:
+    def publish_then_cancel(self: Staging, **kwargs: Any) -> Path:
         send_cancel(job_env(tmp_path))
         time.sleep(0.6)  # the control file is polled every 0.25 s
-        return publish(self, **kwargs)  # type: ignore[arg-type]
+        return publish(self, **kwargs)
 
     monkeypatch.setattr(Staging, "publish", publish_then_cancel)
     code, log = run(job_env(tmp_path))

@@ -64,7 +64,7 @@ class FakeContext:
         self.bytes = 0
         self.cancel_when: Callable[[], bool] = lambda: False
 
-    def progress(self, *, bytes: int = 0, items: int = 0) -> None:
+    def progress(self, *, bytes: int = 0, items: int = 0, message: str | None = None) -> None:
         self.bytes += bytes
 
     def checkpoint(self) -> None:
@@ -73,7 +73,7 @@ class FakeContext:
         self.cancellation.check()
 
     def run(self, script: str, **options: Any) -> Any:
-        return run_child(self, self.cancellation, ["sh", "-c", script], **options)  # type: ignore[arg-type]
+        return run_child(self, self.cancellation, ["sh", "-c", script], **options)
 
     def lines(self) -> list[dict[str, Any]]:
         return self.log.records()
@@ -138,7 +138,7 @@ def test_stdout_streams_into_the_writer_with_progress(
     data = hashlib.shake_256(seed.to_bytes(4, "big")).digest(size)
     out = io.BytesIO()
     before = ctx.bytes
-    result = run_child(ctx, ctx.cancellation, ["cat"], stdin=io.BytesIO(data), stdout=out)  # type: ignore[arg-type]
+    result = run_child(ctx, ctx.cancellation, ["cat"], stdin=io.BytesIO(data), stdout=out)
     assert result.returncode == 0 and out.getvalue() == data
     assert result.stdout_bytes == len(data) == ctx.bytes - before
 
@@ -177,7 +177,7 @@ def test_a_long_stderr_line_is_logged_in_pieces(ctx: FakeContext) -> None:
 
 # Secrets: quotes, backslashes, control characters, non-ASCII, URL-special characters.
 secrets = st.text(
-    alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"),
+    alphabet=st.characters(blacklist_categories=["Cs"], blacklist_characters="\x00"),
     min_size=4,
     max_size=40,
 ).filter(lambda s: s.strip() == s and len(s.strip()) >= 4)
@@ -230,7 +230,7 @@ def test_a_secret_file_holds_the_secret_and_is_private(ctx: FakeContext) -> None
 
 def test_a_secret_file_may_be_an_argument(ctx: FakeContext) -> None:
     value = Secret("argument-secret")
-    result = run_child(ctx, ctx.cancellation, ["cat", SecretFile(value)])  # type: ignore[arg-type]
+    result = run_child(ctx, ctx.cancellation, ["cat", SecretFile(value)])
     assert result.stdout == b"argument-secret"
 
 
@@ -240,10 +240,10 @@ def test_a_secret_file_may_be_an_argument(ctx: FakeContext) -> None:
 def test_a_secret_on_the_command_line_is_refused(ctx: FakeContext, arg: str) -> None:
     value = Secret("pa ss/w:ord")
     with pytest.raises(InternalError, match="command-line argument holds a secret") as err:
-        run_child(ctx, ctx.cancellation, ["echo", arg.format(s=value.reveal())])  # type: ignore[arg-type]
+        run_child(ctx, ctx.cancellation, ["echo", arg.format(s=value.reveal())])
     assert value.reveal() not in str(err.value)
     with pytest.raises(InternalError, match="must not be on a command line"):
-        run_child(ctx, ctx.cancellation, ["echo", value])  # type: ignore[arg-type, list-item]
+        run_child(ctx, ctx.cancellation, ["echo", value])  # type: ignore[list-item]
 
 
 def test_the_child_does_not_inherit_the_agent_configuration(
@@ -305,12 +305,12 @@ def test_a_program_that_cannot_start_is_resource_unavailable(
     ctx: FakeContext, program: str
 ) -> None:
     with pytest.raises(ResourceUnavailable, match=f"cannot run {Path(program).name}"):
-        run_child(ctx, ctx.cancellation, [program])  # type: ignore[arg-type]
+        run_child(ctx, ctx.cancellation, [program])
 
 
 def test_an_empty_command_is_an_agent_bug(ctx: FakeContext) -> None:
     with pytest.raises(InternalError, match="argv is empty"):
-        run_child(ctx, ctx.cancellation, [])  # type: ignore[arg-type]
+        run_child(ctx, ctx.cancellation, [])
 
 
 # -- stopping ---------------------------------------------------------------------------
@@ -346,7 +346,7 @@ def test_the_forced_exit_hook_kills_the_group(pidfile: Path) -> None:
         exited.set()
 
     logger = Logger("job-1", "agent-1", stream=io.StringIO())
-    cancellation = Cancellation(0.5, logger, exit_process=exit_process)  # type: ignore[arg-type]
+    cancellation = Cancellation(0.5, logger, exit_process=exit_process)
     ctx = FakeContext(cancellation)
     # cancel once the tree is up; term_timeout far beyond the grace period: only the
     # forced exit's hook can stop the child, so run_child returns only after it ran
@@ -480,7 +480,7 @@ def test_forced_exit_hooks_run_even_when_one_fails_and_not_once_removed() -> Non
     cancellation = Cancellation(
         0.2,
         Logger("job-1", "agent-1", stream=log),
-        exit_process=lambda code: exited.set(),  # type: ignore[arg-type, return-value]
+        exit_process=lambda code: exited.set(),
     )
     try:
         cancellation.on_forced_exit(broken)

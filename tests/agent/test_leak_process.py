@@ -32,7 +32,7 @@ AGENT = Path(__file__).resolve().parent / "leaky_agent.py"
 # repr or JSON escape), URL-special characters
 _HOSTILE = st.sampled_from(
     list("'\"\\`$%&+/:;=?@#[] \t\n\r\x01\x1b\x7f\x85\u2028äΩ日€😀")
-) | st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00")
+) | st.characters(blacklist_categories=["Cs"], blacklist_characters="\x00")
 _PART = st.text(_HOSTILE, min_size=1, max_size=6)
 
 

@@ -215,8 +215,13 @@ def test_forced_exit_waits_for_publication_then_may_discard(
 ) -> None:
     seen: list[bool] = []
     fired = threading.Event()
+
+    def on_force_exit(why: str, may_discard: bool, deadline: float) -> int:
+        seen.append(may_discard)
+        return 0
+
     # grace 3 s: the watchdog fires at 2.4 s and gives the publication until 2.9 s
-    c = make_cancellation(3.0, on_force_exit=lambda why, may, dl: seen.append(may) or 0)
+    c = make_cancellation(3.0, on_force_exit=on_force_exit)
     c.on_forced_exit(fired.set)
     with c.commit():
         c.request("late")
@@ -233,7 +238,12 @@ def test_forced_exit_leaves_staging_alone_when_publication_hangs(
     make_cancellation: MakeCancellation, recorder: ExitRecorder
 ) -> None:
     seen: list[bool] = []
-    c = make_cancellation(0.5, on_force_exit=lambda why, may, dl: seen.append(may) or 1)
+
+    def on_force_exit(why: str, may_discard: bool, deadline: float) -> int:
+        seen.append(may_discard)
+        return 1
+
+    c = make_cancellation(0.5, on_force_exit=on_force_exit)
     with c.commit():
         c.request("late")
         assert recorder.done.wait(2)
@@ -245,11 +255,12 @@ def test_second_signal_forces_a_fast_exit(
 ) -> None:
     whys: list[str] = []
     requests: list[str] = []
-    c = make_cancellation(
-        60,
-        on_request=requests.append,
-        on_force_exit=lambda why, may, dl: whys.append(why) or 1,
-    )
+
+    def on_force_exit(why: str, may_discard: bool, deadline: float) -> int:
+        whys.append(why)
+        return 1
+
+    c = make_cancellation(60, on_request=requests.append, on_force_exit=on_force_exit)
     assert c.install_signal_handlers()
     os.kill(os.getpid(), signal.SIGTERM)
     time.sleep(0.05)  # the handler runs in this (main) thread between bytecodes

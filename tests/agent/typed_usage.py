@@ -31,6 +31,10 @@ class ToolAgent(Agent):
             ctx.create_tar(spill, "/data")
             spill.seek(0)
             shutil.copyfileobj(ctx.track(spill), out)
+        with ctx.artifact("child.zst") as out:
+            ctx.run_child(["pg_dump"], stdout=out)
+        with open(ctx.work_dir / "child-copy", "wb") as copy:
+            ctx.run_child(["pg_dump"], stdout=copy)
 
     def restore(self, ctx: Context) -> None:
         proc = subprocess.Popen(["psql"], stdin=subprocess.PIPE)
@@ -41,3 +45,7 @@ class ToolAgent(Agent):
             ctx.extract_tar(ctx.track(f), "/restore")
         with ctx.open_artifact("tree.tar.zst") as src:
             ctx.extract_tar(src, Path("/restore"))
+        with ctx.open_artifact("child.zst") as src:
+            ctx.run_child(["psql"], stdin=src)
+        with open("/backup/child-copy", "rb") as f:
+            ctx.run_child(["psql"], stdin=f)

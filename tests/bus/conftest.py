@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 import pytest
@@ -15,9 +16,10 @@ import redis
 from baqup_agent._bus import BusClient
 from baqup_agent._keys import job_keys
 from baqup_agent._logger import Logger
-from baqup_agent.contract import LogLevel, Progress, ProgressUpdate
+from baqup_agent._reader import Message
+from baqup_agent.contract import Cancel, LogLevel, Progress, ProgressUpdate
 from baqup_agent.testing import LogCapture, cancel_message
-from tests.conftest import RedisServer, free_port, require_binary
+from tests.conftest import RedisServer, free_port, require_binary, stream_messages
 
 JOB = "job-bus-1"
 AGENT = "agent-bus-1"
@@ -72,10 +74,28 @@ def progress_in_redis(url: str) -> list[ProgressUpdate]:
     """The progress messages of ``JOB``'s events stream, in stream order."""
     client = redis.Redis.from_url(url)
     try:
-        entries = client.xrange(job_keys(JOB).events)
+        entries = stream_messages(client, job_keys(JOB).events)
     finally:
         client.close()
-    return [ProgressUpdate.model_validate_json(f[b"msg"]) for _, f in entries]
+    return [ProgressUpdate.model_validate_json(raw) for raw in entries]
+
+
+def seq_of(message: Message) -> int:
+    """``message``'s seq; a cancel (which has none) where a job's event belongs fails."""
+    assert not isinstance(message, Cancel), f"a cancel among the job's events: {message!r}"
+    return message.seq
+
+
+M = TypeVar("M", bound=Message)
+
+
+def all_of(kind: type[M], messages: Iterable[Message]) -> list[M]:
+    """``messages``, each of which must be a ``kind``."""
+    out: list[M] = []
+    for message in messages:
+        assert isinstance(message, kind), f"not a {kind.__name__}: {message!r}"
+        out.append(message)
+    return out
 
 
 def wait_for(predicate: Callable[[], object], timeout: float = 5.0, what: str = "") -> None:
@@ -84,6 +104,10 @@ def wait_for(predicate: Callable[[], object], timeout: float = 5.0, what: str = 
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what or predicate}")
         time.sleep(0.01)
+
+
+def _cluster_ok(client: redis.Redis) -> bool:
+    return bool(client.cluster("info")["cluster_state"] == "ok")
 
 
 class Cluster:
@@ -119,11 +143,7 @@ class Cluster:
 
         for node in self.nodes:
             client = redis.Redis(port=node.port)
-            wait_for(
-                lambda c=client: c.cluster("info")["cluster_state"] == "ok",
-                timeout=30,
-                what="cluster_state:ok",
-            )
+            wait_for(partial(_cluster_ok, client), timeout=30, what="cluster_state:ok")
             client.close()
 
     @property

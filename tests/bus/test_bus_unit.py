@@ -29,15 +29,22 @@ from baqup_agent.contract import (
     StateChange,
 )
 from tests.bus.conftest import JOB, BusFactory, LogCapture, cancel, progress, wait_for
+from tests.conftest import stored_value, stream_messages
 
 URL = "redis://fake:6379/0"
 KEYS = job_keys(JOB)
 
 
+class RecordingServer(fakeredis.FakeServer):
+    """A fake Redis server that keeps the arguments of every connect_redis call."""
+
+    calls: list[dict[str, Any]]
+
+
 @pytest.fixture
-def server(monkeypatch: pytest.MonkeyPatch) -> Iterator[fakeredis.FakeServer]:
+def server(monkeypatch: pytest.MonkeyPatch) -> Iterator[RecordingServer]:
     """One fake Redis server; every connect_redis call gets a client of it."""
-    fake = fakeredis.FakeServer()
+    fake = RecordingServer()
     calls: list[dict[str, Any]] = []
 
     def connect(url: str, **kw: Any) -> fakeredis.FakeRedis:
@@ -55,7 +62,7 @@ def server(monkeypatch: pytest.MonkeyPatch) -> Iterator[fakeredis.FakeServer]:
 
 def stream(server: fakeredis.FakeServer, key: str = KEYS.events) -> list[Any]:
     client = fakeredis.FakeRedis(server=server)
-    return [BusMessage.model_validate_json(f[b"msg"]).root for _, f in client.xrange(key)]
+    return [BusMessage.model_validate_json(raw).root for raw in stream_messages(client, key)]
 
 
 def test_messages_are_valid_unique_sequenced_and_utc(server: Any, make_bus: BusFactory) -> None:
@@ -84,7 +91,7 @@ def test_messages_are_valid_unique_sequenced_and_utc(server: Any, make_bus: BusF
     assert len({m.id for m in messages}) == 9
     assert all(m.id.version == 4 for m in messages)
     assert all(m.timestamp.utcoffset().total_seconds() == 0 for m in messages)
-    raw = fakeredis.FakeRedis(server=server).xrange(KEYS.events)[0][1][b"msg"]
+    raw = stream_messages(fakeredis.FakeRedis(server=server), KEYS.events)[0]
     assert orjson.loads(raw)["timestamp"].endswith("Z")
     assert b"null" not in raw  # unset optional fields are left out, not null
     assert messages[1].reason == "started" and messages[-1].artifacts == 2
@@ -96,7 +103,7 @@ def test_heartbeat_key_has_the_ttl_and_the_result_is_kept(
     bus = make_bus(URL, config={"BAQUP_HEARTBEAT_INTERVAL": 2})
     client = fakeredis.FakeRedis(server=server)
     bus.send_heartbeat(AgentState.RUNNING, HeartbeatIntent.EXTEND, progress(1), 60)
-    beat = Heartbeat.model_validate_json(client.get(KEYS.heartbeat))
+    beat = Heartbeat.model_validate_json(stored_value(client, KEYS.heartbeat))
     assert (beat.interval_seconds, beat.ttl_seconds, beat.extend_seconds) == (2, 6, 60)
     assert 5000 < client.pttl(KEYS.heartbeat) <= 6000  # three intervals
     bus.send_heartbeat(AgentState.RUNNING, HeartbeatIntent.CONTINUING, progress(2), interval=0.5)
@@ -108,7 +115,7 @@ def test_heartbeat_key_has_the_ttl_and_the_result_is_kept(
 
     assert bus.send_result(ResultStatus.FAILED, ExitCode.DATA_ERROR, False, 3.0, error="bad")
     assert bus.result_delivered
-    result = Result.model_validate_json(client.get(KEYS.result))
+    result = Result.model_validate_json(stored_value(client, KEYS.result))
     assert (result.status, result.exit_code, result.error) == ("failed", 65, "bad")
     assert RESULT_TTL_SECONDS - 10 < client.ttl(KEYS.result) <= RESULT_TTL_SECONDS
     assert client.ttl(KEYS.events) > 0  # the stream goes away with the result
@@ -122,7 +129,7 @@ def test_free_text_is_redacted(server: Any, make_bus: BusFactory) -> None:
     bus.send_result(
         ResultStatus.FAILED, ExitCode.GENERAL_FAILURE, True, 1.0, error="boom: hunter2-password"
     )
-    raw = b"".join(f[b"msg"] for _, f in fakeredis.FakeRedis(server=server).xrange(KEYS.events))
+    raw = b"".join(stream_messages(fakeredis.FakeRedis(server=server), KEYS.events))
     assert b"hunter2" not in raw
     assert raw.count(b"[REDACTED]") == 3
 
@@ -170,7 +177,7 @@ def test_replay_skips_messages_redis_already_has(
     first = make_bus(URL)
     first.send_progress(progress(0))
     first.close()
-    applied = fakeredis.FakeRedis(server=server).xrange(KEYS.events)[-1][1][b"msg"]
+    applied = stream_messages(fakeredis.FakeRedis(server=server), KEYS.events)[-1]
     events = spool_root / JOB / "events.jsonl"
     events.parent.mkdir(parents=True, exist_ok=True)
     later = orjson.loads(applied) | {"id": str(uuid.uuid4()), "seq": 1}

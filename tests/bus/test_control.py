@@ -6,6 +6,7 @@ import uuid
 
 import orjson
 import redis
+from redis.typing import EncodableT, FieldT
 
 from baqup_agent._keys import job_keys
 from baqup_agent.contract import Cancel
@@ -32,7 +33,7 @@ def test_foreign_and_malformed_entries_are_ignored_and_a_cancel_is_seen(
         "ttl_seconds": 3,
         "progress": {"bytes_done": 0, "items_done": 0},
     }
-    garbage = [
+    garbage: list[dict[FieldT, EncodableT]] = [
         {"msg": b"not json at all"},
         {"other": b"no msg field"},
         {"msg": orjson.dumps(heartbeat)},  # valid, but not a control message

@@ -30,7 +30,7 @@ from baqup_agent.contract import AgentState, Cancel, ExitCode, HeartbeatIntent
 from tests.agent.helpers import SAMPLE_AGENT, agent_command, job_env, process_env
 from tests.agent.sample_agent import SampleAgent
 from tests.bus.conftest import AGENT, JOB, BusFactory, LogCapture, cancel, progress, wait_for
-from tests.conftest import RedisServer
+from tests.conftest import RedisServer, stream_messages
 
 INTERVAL = 1.0  # budget 0.25 s; the gap bound (2 intervals) leaves 0.75 s of slack
 HANG = 4.0
@@ -50,7 +50,7 @@ def hung(server: RedisServer) -> Iterator[None]:
 def stream(url: str, job: str = JOB) -> list[dict[str, object]]:
     client = redis.Redis.from_url(url)
     try:
-        return [orjson.loads(f[b"msg"]) for _, f in client.xrange(job_keys(job).events)]
+        return [orjson.loads(m) for m in stream_messages(client, job_keys(job).events)]
     finally:
         client.close()
 

@@ -9,9 +9,18 @@ import redis
 
 from baqup_agent._keys import job_keys
 from baqup_agent._reader import JobEvents
-from baqup_agent.contract import ExitCode, ResultStatus
-from tests.bus.conftest import JOB, BusFactory, LogCapture, progress, progress_in_redis, wait_for
-from tests.conftest import RedisServer
+from baqup_agent.contract import ExitCode, ProgressUpdate, ResultStatus
+from tests.bus.conftest import (
+    JOB,
+    BusFactory,
+    LogCapture,
+    all_of,
+    progress,
+    progress_in_redis,
+    seq_of,
+    wait_for,
+)
+from tests.conftest import RedisServer, stream_messages
 
 N = 1200
 
@@ -65,8 +74,8 @@ def test_redis_killed_mid_job_loses_and_doubles_nothing(
         messages = events.read()
         events.close()
         assert len(messages) == N  # spool + Redis, de-duplicated by id: none lost
-        assert [m.seq for m in messages] == list(range(N))
-        assert [m.message for m in messages] == [f"m{i}" for i in range(N)]
+        assert [seq_of(m) for m in messages] == list(range(N))
+        assert [m.message for m in all_of(ProgressUpdate, messages)] == [f"m{i}" for i in range(N)]
     finally:
         server.stop(kill=True)
 
@@ -90,7 +99,7 @@ def test_redis_down_at_start_then_an_agent_restart_replays(
         second = make_bus(server.url)  # the same job's spool, found at start
         assert second.connected and not second.spool.has_pending
         client = redis.Redis.from_url(server.url)
-        stream = [f[b"msg"] for _, f in client.xrange(job_keys(JOB).events)]
+        stream = stream_messages(client, job_keys(JOB).events)
         assert stream == spooled  # original ids, seq and bytes, in order
         assert client.get(job_keys(JOB).result) == spooled[-1]
         client.close()
@@ -98,7 +107,7 @@ def test_redis_down_at_start_then_an_agent_restart_replays(
         events = JobEvents(JOB, redis_url=server.url, spool_dir=second.spool.path.parent)
         messages = events.read()
         events.close()
-        assert [m.seq for m in messages] == list(range(12))  # de-duplicated, seq continued
+        assert [seq_of(m) for m in messages] == list(range(12))  # de-duplicated, seq continued
     finally:
         server.stop(kill=True)
 
@@ -126,7 +135,7 @@ def test_a_message_whose_reply_never_came_is_spooled_not_lost(
 ) -> None:
     bus = make_bus(redis_server.url)
     admin = redis.Redis.from_url(redis_server.url)
-    admin.execute_command("CLIENT", "PAUSE", 10_000, "WRITE")
+    admin.client_pause(10_000, all=False)  # CLIENT PAUSE 10000 WRITE
     admin.close()
     bus.send_progress(progress(0))  # in the socket, but Redis holds it unapplied
     redis_server.restart()  # ...and dies with it

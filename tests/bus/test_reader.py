@@ -25,8 +25,8 @@ from baqup_agent.contract import (
     Progress,
     ResultStatus,
 )
-from tests.bus.conftest import JOB, BusFactory, LogCapture, progress
-from tests.conftest import RedisServer
+from tests.bus.conftest import JOB, BusFactory, LogCapture, progress, seq_of
+from tests.conftest import RedisServer, stream_messages
 
 KEYS = job_keys(JOB)
 
@@ -64,7 +64,7 @@ def test_read_merges_redis_and_spool_and_skips_invalid_entries(
     a_job(bus)
     bus.close()
     client = redis.Redis.from_url(redis_server.url)
-    entries = [f[b"msg"] for _, f in client.xrange(KEYS.events)]
+    entries = stream_messages(client, KEYS.events)
     client.xadd(KEYS.events, {"msg": b"{broken"})
     client.xadd(KEYS.events, {"nomsg": b"x"})
     client.xadd(KEYS.events, {"msg": entries[2].replace(JOB.encode(), b"job-other")})
@@ -79,7 +79,7 @@ def test_read_merges_redis_and_spool_and_skips_invalid_entries(
     events = JobEvents(JOB, redis_url=redis_server.url, spool_dir=spool, logger=logger)
     messages = events.read()
     events.close()
-    assert [m.seq for m in messages] == [0, 1, 2, 3, 4]
+    assert [seq_of(m) for m in messages] == [0, 1, 2, 3, 4]
     assert [m.type for m in messages][-1] == "result"
     assert log.count("skipped an invalid message") == 2
     assert log.count("skipped an entry without a msg field") == 1
@@ -131,7 +131,7 @@ def test_follow_yields_live_messages_and_stops_at_the_result(
     worker = threading.Thread(target=rest_of_job)
     worker.start()
     events = JobEvents(JOB, redis_url=redis_server.url)
-    seen = [m.seq for m in events.follow(poll_interval=0.05, timeout=10)]
+    seen = [seq_of(m) for m in events.follow(poll_interval=0.05, timeout=10)]
     worker.join()
     events.close()
     assert seen == list(range(8))
@@ -144,9 +144,9 @@ def test_follow_tails_the_spool_and_stops_at_a_timeout(
     bus.send_state_change(AgentState.INITIALIZING)
     events = JobEvents(JOB, spool_dir=tmp_path / "spool")
     follower = events.follow(poll_interval=0.02, timeout=0.5)
-    assert next(follower).seq == 0
+    assert seq_of(next(follower)) == 0
     bus.send_progress(progress(1))
-    assert next(follower).seq == 1
+    assert seq_of(next(follower)) == 1
     t0 = time.monotonic()
     assert list(follower) == []  # no result: ends at the timeout
     assert time.monotonic() - t0 < 1.5
@@ -190,7 +190,7 @@ def test_watch_prints_one_line_per_event(
     monkeypatch.setenv("BAQUP_SPOOL_DIR", str(tmp_path / "spool"))
     assert watch(JOB, "--json") == 0  # follows, and the result is already there: exits
     out = capsys.readouterr().out.splitlines()
-    assert [BusMessage.model_validate_json(line).root.seq for line in out] == list(range(5))
+    assert [seq_of(BusMessage.model_validate_json(line).root) for line in out] == list(range(5))
 
 
 def test_the_watch_subcommand_runs(make_bus: BusFactory, tmp_path: Path) -> None:

@@ -27,7 +27,7 @@ from baqup_agent.contract import ExitCode
 from baqup_agent.testing import run_agent
 from tests.agent.helpers import SAMPLE_AGENT, agent_command, job_env, process_env
 from tests.agent.sample_agent import SampleAgent
-from tests.conftest import RedisServer
+from tests.conftest import RedisServer, stream_messages
 
 JOB = "job-rerun-1"
 
@@ -41,12 +41,12 @@ def run(env: dict[str, str]) -> tuple[int, str]:
 def stream(url: str, job: str = JOB) -> list[dict[str, Any]]:
     client = redis.Redis.from_url(url)
     try:
-        return [orjson.loads(f[b"msg"]) for _, f in client.xrange(job_keys(job).events)]
+        return [orjson.loads(m) for m in stream_messages(client, job_keys(job).events)]
     finally:
         client.close()
 
 
-def keys_of(url: str, job: str = JOB) -> dict[str, bytes | None]:
+def keys_of(url: str, job: str = JOB) -> dict[str, bytes | str | None]:
     """The job's result and heartbeat keys."""
     client = redis.Redis.from_url(url)
     try:
@@ -270,7 +270,7 @@ def test_replay_delivers_a_spool_once_and_says_why_when_it_cannot(tmp_path: Path
         ((JOB, spool, None), "--redis-url"),
         ((JOB, spool, server.url + "?unknown_option=1"), "cannot be used"),
     ]:
-        bad = replay(*argv)  # type: ignore[arg-type]
+        bad = replay(*argv)
         assert bad.returncode == ExitCode.USAGE_CONFIG_ERROR, (argv, bad.stderr)
         assert problem in bad.stderr
 

@@ -14,7 +14,7 @@ import redis
 from baqup_agent._keys import job_keys
 from baqup_agent.contract import Heartbeat
 from tests.bus.conftest import wait_for
-from tests.conftest import RedisServer
+from tests.conftest import RedisServer, stored_value
 
 INTERVAL = 0.2
 TTL = 0.6
@@ -48,11 +48,11 @@ def test_heartbeat_key_expires_within_the_ttl_after_sigkill(
     )
     try:
         wait_for(lambda: client.exists(key), timeout=15, what="the agent's first heartbeat")
-        first = Heartbeat.model_validate_json(client.get(key))
+        first = Heartbeat.model_validate_json(stored_value(client, key))
         assert first.ttl_seconds == TTL and first.interval_seconds == INTERVAL
         # alive: the key is refreshed by newer beats and never outlives the TTL
         wait_for(
-            lambda: Heartbeat.model_validate_json(client.get(key)).seq > first.seq + 2,
+            lambda: Heartbeat.model_validate_json(stored_value(client, key)).seq > first.seq + 2,
             what="refreshed heartbeats",
         )
         assert 0 < client.pttl(key) <= TTL * 1000

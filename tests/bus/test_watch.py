@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import redis
 
+from baqup_agent._bus import BusClient
 from baqup_agent._reader import JobEvents
 from baqup_agent.contract import AgentState, ExitCode, ResultStatus
 from tests.bus.conftest import JOB, BusFactory, progress, wait_for
@@ -28,8 +29,8 @@ def watch_process(*argv: str) -> subprocess.Popen[str]:
     )
 
 
-def success(bus: object) -> None:
-    bus.send_result(ResultStatus.SUCCESS, ExitCode.SUCCESS, False, 1.0, timeout=0.2)  # type: ignore[attr-defined]
+def success(bus: BusClient) -> None:
+    bus.send_result(ResultStatus.SUCCESS, ExitCode.SUCCESS, False, 1.0, timeout=0.2)
 
 
 def test_watch_survives_a_redis_restart_and_prints_each_entry_once(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -86,15 +87,20 @@ def test_secret_and_file_both_set(tmp_path: Path) -> None:
     ],
 )
 def test_bad_secret_files(tmp_path: Path, kind: str, message: str) -> None:
-    path = {
+    def fifo() -> Path:
+        os.mkfifo(tmp_path / "fifo")
+        return tmp_path / "fifo"
+
+    makers: dict[str, Callable[[], Path | str]] = {
         "missing": lambda: tmp_path / "nope",
         "directory": lambda: tmp_path,
-        "fifo": lambda: (os.mkfifo(tmp_path / "fifo"), tmp_path / "fifo")[1],
+        "fifo": fifo,
         "world-writable": lambda: secret_file(tmp_path, "ww-canary", 0o666),
         "binary": lambda: secret_file(tmp_path, b"\xff\xfe-canary"),
         "huge": lambda: secret_file(tmp_path, "c" * (1 << 20) + "x"),
         "nul-path": lambda: "/tmp/a\x00b",
-    }[kind]()
+    }
+    path = makers[kind]()
     problem = only_problem({**BASE, "BAQUP_REDIS_PASSWORD_FILE": str(path)})
     assert problem.variable == "BAQUP_REDIS_PASSWORD_FILE"
     assert problem.message.startswith(message)

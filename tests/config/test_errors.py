@@ -8,7 +8,6 @@ import pytest
 
 from baqup_agent import _errors as errors
 from baqup_agent._errors import (
-    SUMMARY_MAX_LENGTH,
     AgentError,
     ConfigError,
     ConfigProblem,
@@ -19,6 +18,7 @@ from baqup_agent._redaction import REDACTED
 from baqup_agent._secret import Secret
 from baqup_agent.contract import ExitCode
 from baqup_agent.contract.tables import EXIT_CODES
+from baqup_agent.contract.tables import RESULT_ERROR_MAX_LENGTH as SUMMARY_MAX_LENGTH
 
 AGENT_ERRORS = [
     c for c in vars(errors).values() if isinstance(c, type) and issubclass(c, AgentError)

@@ -19,7 +19,7 @@ from baqup_agent._redaction import Redactor
 
 _HOSTILE = st.sampled_from(
     list("'\"\\`$%&+/:;=?@#[] \t\n\r\x01\x1b\x7f\x85\u2028äΩ日€😀")
-) | st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00")
+) | st.characters(blacklist_categories=["Cs"], blacklist_characters="\x00")
 SECRETS = st.builds(
     lambda a, b: a + "Zq7" + b,  # a core no output holds by chance
     st.text(_HOSTILE, max_size=8),

@@ -128,8 +128,15 @@ def _set_env(doc: dict[str, Any], name: str, value: str) -> None:
 
 
 def _staging_mount(doc: dict[str, Any]) -> dict[str, Any]:
-    (mount,) = [m for m in _container(doc)["volumeMounts"] if m["name"] == "staging"]
+    mounts: list[dict[str, Any]] = _container(doc)["volumeMounts"]
+    (mount,) = [m for m in mounts if m["name"] == "staging"]
     return mount
+
+
+def _default_grace_above(doc: dict[str, Any]) -> None:
+    env = [e for e in _container(doc)["env"] if e["name"] != "BAQUP_GRACE_PERIOD"]
+    _container(doc)["env"] = env
+    _pod(doc)["terminationGracePeriodSeconds"] = BASE_DEFAULTS["BAQUP_GRACE_PERIOD"]
 
 
 JOB_MISTAKES: dict[str, Callable[[dict[str, Any]], None]] = {
@@ -137,12 +144,7 @@ JOB_MISTAKES: dict[str, Callable[[dict[str, Any]], None]] = {
     "grace not above": lambda d: _set_env(
         d, "BAQUP_GRACE_PERIOD", str(_pod(d)["terminationGracePeriodSeconds"])
     ),
-    "default grace above": lambda d: (
-        _container(d).__setitem__(
-            "env", [e for e in _container(d)["env"] if e["name"] != "BAQUP_GRACE_PERIOD"]
-        ),
-        _pod(d).__setitem__("terminationGracePeriodSeconds", BASE_DEFAULTS["BAQUP_GRACE_PERIOD"]),
-    ),
+    "default grace above": _default_grace_above,
     "password in env": lambda d: _set_env(d, "BAQUP_REDIS_PASSWORD", "hunter2"),
     "url from secretKeyRef": lambda d: _container(d)["env"].append(
         {"name": "BAQUP_REDIS_URL", "valueFrom": {"secretKeyRef": {"name": "x", "key": "y"}}}

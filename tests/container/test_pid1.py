@@ -35,13 +35,13 @@ import orjson
 import pytest
 import redis
 
-from baqup_agent._keys import MESSAGE_FIELD, job_keys
+from baqup_agent._keys import job_keys
 from baqup_agent.contract import ExitCode
 from tests.agent.helpers import EXAMPLES as EXAMPLES_DIR
 from tests.agent.helpers import FS_AGENT, SQLITE_AGENT, assert_complete_output
 from tests.agent.pg_cluster import SAMPLE_TABLES, Cluster, sample_cluster
 from tests.agent.test_child import gone
-from tests.conftest import RedisServer
+from tests.conftest import RedisServer, stream_messages
 from tests.container.namespace import (
     NOBODY,
     Sandbox,
@@ -125,10 +125,10 @@ class Box:
     def messages(self, job_id: str) -> list[dict[str, Any]]:
         client = redis.Redis(port=self.redis.port, password=self.password)
         try:
-            entries = client.xrange(job_keys(job_id).events)
+            entries = stream_messages(client, job_keys(job_id).events)
         finally:
             client.close()
-        return [orjson.loads(fields[MESSAGE_FIELD.encode()]) for _, fields in entries]
+        return [orjson.loads(raw) for raw in entries]
 
     def result(self, job_id: str) -> dict[str, Any]:
         (result,) = [m for m in self.messages(job_id) if m["type"] == "result"]

@@ -149,8 +149,11 @@ def _field(model: type[BaseModel], name: str) -> Any:
 
 # wire.json generates constants, not a model; its one validating part (a stream entry)
 # is checked against a model made of the generated field name
+# Any: create_model's field definitions share its **kwargs with __config__ and its other
+# options, so a dict of narrower values matches none of its overloads
+_STREAM_FIELDS: dict[str, Any] = {STREAM_FIELD: str}
 StreamEntry = create_model(
-    "StreamEntry", __config__=ConfigDict(extra="forbid", strict=True), **{STREAM_FIELD: str}
+    "StreamEntry", __config__=ConfigDict(extra="forbid", strict=True), **_STREAM_FIELDS
 )
 
 C = contract

@@ -182,6 +182,7 @@ def test_enum_values_agree(t: Target) -> None:
 @pytest.mark.parametrize("t", ENUMS, ids=[t.id for t in ENUMS])
 def test_enum_non_members_rejected_by_both(t: Target) -> None:
     seen: list[Any] = []
+    assert t.enum is not None
     check = validator(t.schema)
     near = [True, False, None, "0", str(t.enum[0]).upper() + "x", [t.enum[0]], 1.5]
     # 2.0 is the integer 2 for JSON Schema, hence the filter: see test_integral_floats

@@ -177,7 +177,7 @@ def test_every_package_name_resolves_when_its_module_exists() -> None:
 def test_unknown_names_raise_attribute_error() -> None:
     for module in (baqup_agent, contract):
         try:
-            module.NoSuchName  # type: ignore[attr-defined]  # noqa: B018
+            module.NoSuchName  # noqa: B018
         except AttributeError:
             pass
         else:

@@ -15,11 +15,15 @@ import stat
 import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from baqup_agent._archive import TarStats, check_symlink, create_tar, extract_tar
 from baqup_agent._errors import DataError
+
+if TYPE_CHECKING:
+    from _typeshed import ReadableBuffer
 
 SENTINEL = "@SENTINEL@"  # replaced by the sentinel directory's absolute path
 
@@ -365,8 +369,8 @@ class Discard(io.RawIOBase):
     def writable(self) -> bool:
         return True
 
-    def write(self, b: object) -> int:
-        return len(memoryview(b))  # type: ignore[arg-type]
+    def write(self, b: ReadableBuffer) -> int:
+        return len(memoryview(b))
 
 
 def test_create_tar_memory_is_constant_in_the_tree_size(tmp_path: Path) -> None:

@@ -23,7 +23,7 @@ from baqup_agent import _artifacts as artifacts
 from baqup_agent._artifacts import ArtifactWriter, open_decompressed
 from baqup_agent._checksum import ALGORITHMS
 from baqup_agent._progress import ProgressCounter
-from baqup_agent.contract import ChecksumAlgorithm, Compression
+from baqup_agent.contract import Artifact, ChecksumAlgorithm, Compression
 from tests.output.test_checksum import reference
 
 COMPRESSIONS = [c.value for c in Compression]
@@ -196,7 +196,7 @@ def test_one_huge_write_is_fed_in_bounded_pieces(tmp_path: Path) -> None:
 
 
 def test_close_hook_and_progress(tmp_path: Path) -> None:
-    seen = []
+    seen: list[Artifact] = []
     progress = ProgressCounter()
     with ArtifactWriter(tmp_path / "a", "a", progress=progress, on_close=seen.append) as w:
         w.write(b"x" * 1000)

@@ -396,7 +396,7 @@ def test_safe_join_answers_alike_for_relative_and_absolute_boundaries(
 ) -> None:
     relative = "/".join(parts)
     monkeypatch.chdir(boundary_tree.parent)
-    answers = []
+    answers: list[str | None] = []
     for boundary in (boundary_tree, Path("out"), Path("./out/")):
         try:
             joined = safe_join(boundary, relative)

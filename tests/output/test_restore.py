@@ -7,6 +7,7 @@ import json
 import os
 import tarfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -33,7 +34,7 @@ def output(staging_dir: Path, logger: Logger) -> Path:
     return s.publish(agent="a", agent_version="1")
 
 
-def rewrite_manifest(output: Path, change: dict) -> None:
+def rewrite_manifest(output: Path, change: dict[str, Any]) -> None:
     document = json.loads((output / "manifest.json").read_bytes())
     document.update(change)
     (output / "manifest.json").write_text(json.dumps(document))
@@ -127,7 +128,7 @@ def test_strict_refuses_extra_files(output: Path) -> None:
         ({"role": 1}, "invalid manifest"),
     ],
 )
-def test_invalid_manifest(output: Path, change: dict, message: str) -> None:
+def test_invalid_manifest(output: Path, change: dict[str, Any], message: str) -> None:
     rewrite_manifest(output, change)
     with pytest.raises(DataError, match=message):
         PublishedOutput.open(output)

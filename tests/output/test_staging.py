@@ -12,6 +12,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -41,8 +42,9 @@ def publish(s: Staging) -> Path:
     return s.publish(agent="test-agent", agent_version="1.0")
 
 
-def manifest_of(path: Path) -> dict:
-    return json.loads((path / "manifest.json").read_bytes())
+def manifest_of(path: Path) -> dict[str, Any]:
+    manifest: dict[str, Any] = json.loads((path / "manifest.json").read_bytes())
+    return manifest
 
 
 def test_layout_modes_and_manifest(staging_dir: Path, logger: Logger) -> None:

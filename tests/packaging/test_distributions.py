@@ -103,7 +103,9 @@ def test_agent_depends_on_exactly_the_schema_dist_built_beside_it(
     requires = agent.get_all("Requires-Dist") or []
     assert f"baqup-schema=={schema['Version']}" in requires
     # the runtime's heavy dependencies belong to the agent, never to baqup-schema
-    schema_requires = {re.split(r"[<>=!~ ;\[]", r)[0] for r in schema.get_all("Requires-Dist")}
+    schema_dists = schema.get_all("Requires-Dist")
+    assert schema_dists is not None, "baqup-schema declares no Requires-Dist"
+    schema_requires = {re.split(r"[<>=!~ ;\[]", r)[0] for r in schema_dists}
     assert not schema_requires & {"redis", "zstandard", "baqup-agent"}
 
 

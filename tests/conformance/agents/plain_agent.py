@@ -29,7 +29,7 @@ import time
 import uuid
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import quote, quote_plus
 
 VARIANTS = (
@@ -267,7 +267,10 @@ class Job:
         if self.state and state not in TRANSITIONS[self.state] and BROKEN != "illegal-transition":
             raise Failure(70, f"illegal transition {self.state} -> {state}")
         keep_from = self.state and BROKEN != "no-from-state"
-        body = {"to_state": state, **({"from_state": self.state} if keep_from else {})}
+        body: dict[str, Any] = {
+            "to_state": state,
+            **({"from_state": self.state} if keep_from else {}),
+        }
         self.state = state
         self.bus.send("state_change", **body)
         self.log("INFO", f"state {state}")
@@ -380,7 +383,9 @@ class Job:
 
     def extract(self, artifact: Path, target: Path) -> None:
         target.mkdir(parents=True, exist_ok=True)
-        trust = "fully_trusted" if BROKEN == "restore-unsafe" else "data"
+        trust: Literal["fully_trusted", "data"] = (
+            "fully_trusted" if BROKEN == "restore-unsafe" else "data"
+        )
         with tarfile.open(artifact, "r:gz") as tar:
             for member in tar:
                 try:
