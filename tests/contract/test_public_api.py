@@ -12,42 +12,9 @@ import baqup_schema.contract
 from baqup_agent import contract
 from baqup_agent.contract import tables, wire
 from baqup_schema import _types
+from tests.contract.test_surface import PUBLIC
 
-CONTRACT_NAMES = {
-    "AgentState",
-    "Artifact",
-    "BaseConfig",
-    "BusMessage",
-    "Cancel",
-    "ChecksumAlgorithm",
-    "Compression",
-    "ConformanceCheck",
-    "ConformanceCheckStatus",
-    "ConformanceCounts",
-    "ConformanceFinding",
-    "ConformanceFindingLevel",
-    "ConformanceReport",
-    "ConformanceRole",
-    "ConformanceRuleId",
-    "ConformanceScenario",
-    "ConformanceUntested",
-    "ConformanceVerdict",
-    "ExceptionInfo",
-    "ExitCode",
-    "Heartbeat",
-    "HeartbeatIntent",
-    "LogFormat",
-    "LogLevel",
-    "LogLevelName",
-    "LogRecord",
-    "Manifest",
-    "Progress",
-    "ProgressUpdate",
-    "Result",
-    "ResultStatus",
-    "Role",
-    "StateChange",
-}
+CONTRACT_NAMES = set(PUBLIC["baqup_agent.contract"])  # pinned in test_surface
 TABLE_NAMES = {
     "EXIT_CODES",
     "ExitCodeInfo",
