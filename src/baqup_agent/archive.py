@@ -19,8 +19,11 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import queue
 import stat
 import struct
+import sys
+import threading
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
@@ -28,12 +31,18 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
 from baqup_agent.errors import DataError
-from baqup_agent.paths import PATH_MAX, relative_parts
+from baqup_agent.paths import NAME_MAX, PATH_MAX, relative_parts
 
 if TYPE_CHECKING:
     from baqup_agent.logger import Logger
 
 _COPY_SIZE = 1 << 20
+# The reading thread's chunks, and how many it may hold ahead of the extraction: it
+# reads at most about 1.5 MiB past what was parsed (a refused header stops it there).
+_CHUNK = 256 << 10
+_READ_AHEAD = 4
+_FS_ENCODING, _FS_ERRORS = sys.getfilesystemencoding(), sys.getfilesystemencodeerrors()
+_HEAD_CACHE = 4096  # name prefixes whose checks are remembered (bounded: constant memory)
 _DIR_CACHE = 16  # open directory fds kept between members (archives list a dir's entries together)
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 # errnos that mean "this name cannot be created safely": the archive's fault, not the disk's
@@ -50,6 +59,7 @@ _MAX_HEADER_CHAIN = 8
 BLOCK = 512
 RECORD = 20 * BLOCK  # archives are padded to whole records, as tar and tarfile do
 _ZERO_BLOCK = bytes(BLOCK)
+_NO_BYTES = memoryview(b"")
 _REGULAR, _AREGULAR, _CONTIGUOUS = b"0", b"\0", b"7"
 _HARDLINK, _SYMLINK, _DIRECTORY = b"1", b"2", b"5"
 _PAX, _GLOBAL_PAX, _SOLARIS_PAX = b"x", b"g", b"X"
@@ -72,8 +82,12 @@ def _checksum(block: bytes | bytearray | memoryview) -> int:
     return low - sum(view[148:156]) + 8 * 0x20
 
 
-def _number(field: bytes | memoryview, name: str) -> int:
+def _number(field: bytes, name: str) -> int:
     """A numeric header field: octal, or GNU base-256 (first byte 0x80 or 0xff)."""
+    try:  # the usual "0000644\0": one call; anything else takes the careful way
+        return int(field.rstrip(b"\0 ") or b"0", 8)
+    except ValueError:
+        pass
     raw = bytes(field)
     if raw[:1] in (b"\x80", b"\xff"):
         value = int.from_bytes(raw[1:], "big")
@@ -84,9 +98,9 @@ def _number(field: bytes | memoryview, name: str) -> int:
         raise DataError(f"corrupt tar archive: invalid {name} field {raw!r}") from None
 
 
-def _text(field: bytes | memoryview) -> str:
-    """A name field up to its first NUL, as a str (not UTF-8: surrogate escapes)."""
-    return os.fsdecode(bytes(field).split(b"\0", 1)[0])
+def _text(field: bytes) -> str:
+    """A name field up to its first NUL, as a str (as ``os.fsdecode``, without its checks)."""
+    return field.split(b"\0", 1)[0].decode(_FS_ENCODING, _FS_ERRORS)
 
 
 def _pax_records(data: bytes) -> dict[str, str]:
@@ -182,35 +196,94 @@ def check_symlink(parts: tuple[str, ...], linkname: str) -> None:
 # -- reading ----------------------------------------------------------------------------------
 
 
-class _TarReader:
-    """Reads a tar stream header by header from 1 MiB chunks of ``fileobj``."""
+class _ReadAhead:
+    """Reads ``fileobj`` in chunks in a thread of its own, a few chunks ahead.
+
+    The decompressor behind an artifact reader (zstd, zlib) releases the GIL, so it
+    runs on another core while this one extracts. Whatever the read raises (a corrupt
+    stream, a cancelled job at the reader's checkpoint) is raised again by ``read``
+    in the extracting thread, in stream order.
+    """
 
     def __init__(self, fileobj: IO[bytes]) -> None:
         self._f = fileobj
-        self._buf = memoryview(b"")
+        self._chunks: queue.Queue[bytes | BaseException] = queue.Queue(_READ_AHEAD)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="baqup-tar-read", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            while not self._stop.is_set():
+                chunk = self._f.read(_CHUNK)
+                self._chunks.put(chunk)
+                if not chunk:
+                    return
+        except BaseException as exc:  # handed to the extracting thread
+            self._chunks.put(exc)
+
+    def read(self) -> bytes:
+        """The next chunk; b"" at the end of the stream."""
+        chunk = self._chunks.get()
+        if isinstance(chunk, BaseException):
+            self._chunks.put(chunk)  # every later read fails the same way
+            raise chunk
+        if not chunk:
+            self._chunks.put(chunk)
+        return chunk
+
+    def close(self) -> None:
+        """Stop the thread (after at most the read it is in) and wait for it: the caller
+        may close ``fileobj`` once this returns."""
+        self._stop.set()
+        while self._thread.is_alive():
+            with contextlib.suppress(queue.Empty):  # make room, should it wait to put
+                self._chunks.get(timeout=0.05)
+        self._thread.join()
+
+
+class _TarReader:
+    """Reads a tar stream header by header from the chunks ``read`` returns."""
+
+    def __init__(self, read: Callable[[], bytes]) -> None:
+        self._read = read
+        self._buf = _NO_BYTES
         self._pos = 0
         self.offset = 0  # stream offset of the next unread byte
         self._global: dict[str, str] = {}  # global PAX records, applied to every member
         self._global_bytes = 0
 
     def _take(self, n: int) -> memoryview:
-        """The next ``n`` bytes (fewer only at the end of the stream)."""
+        """The next ``n`` bytes (fewer only at the end of the stream); copied only when
+        they span chunks."""
         end = self._pos + n
         if end <= len(self._buf):
             view = self._buf[self._pos : end]
             self._pos = end
         else:
-            parts = [self._buf[self._pos :].tobytes()]
-            have = len(parts[0])
+            pieces = [self._buf[self._pos :]]
+            have = len(pieces[0])
+            self._buf, self._pos = _NO_BYTES, 0
             while have < n:
-                chunk = self._f.read(max(_COPY_SIZE, n - have))
+                chunk = self._read()
                 if not chunk:
                     break
-                parts.append(chunk)
-                have += len(chunk)
-            data = b"".join(parts)
-            self._buf, self._pos = memoryview(data), min(n, len(data))
-            view = self._buf[: self._pos]
+                self._buf, self._pos = memoryview(chunk), min(n - have, len(chunk))
+                pieces.append(self._buf[: self._pos])
+                have += self._pos
+            pieces = [piece for piece in pieces if piece]
+            view = pieces[0] if len(pieces) == 1 else memoryview(b"".join(pieces))
+        self.offset += len(view)
+        return view
+
+    def _take_some(self, n: int) -> memoryview:
+        """Up to ``n`` bytes, never copied: what is left of the current chunk, or of the
+        next one; empty only at the end of the stream."""
+        if self._pos == len(self._buf):
+            self._buf, self._pos = memoryview(self._read()), 0
+        end = min(self._pos + n, len(self._buf))
+        view = self._buf[self._pos : end]
+        self._pos = end
         self.offset += len(view)
         return view
 
@@ -309,9 +382,18 @@ class _TarReader:
 
     def copy(self, fd: int, size: int, name: str) -> None:
         """Write the next ``size`` bytes (a member's data) to ``fd``; skip the padding."""
+        padded = size + -size % BLOCK
+        if padded <= _COPY_SIZE:  # a small file: data and padding in one take, one write
+            view = self._take(padded)
+            if len(view) < padded:
+                raise DataError(f"corrupt tar archive: {name!r} is truncated")
+            view = view[:size]
+            while view:
+                view = view[os.write(fd, view) :]
+            return
         left = size
         while left:
-            view = self._take(min(left, _COPY_SIZE))
+            view = self._take_some(left)
             if not view:
                 raise DataError(f"corrupt tar archive: {name!r} is truncated")
             left -= len(view)
@@ -323,7 +405,7 @@ class _TarReader:
         """Pass over ``size`` bytes of data and the padding."""
         left = size + -size % BLOCK
         while left:
-            view = self._take(min(left, _COPY_SIZE))
+            view = self._take_some(left)
             if not view:
                 raise DataError(f"corrupt tar archive: {name!r} is truncated")
             left -= len(view)
@@ -331,7 +413,7 @@ class _TarReader:
     def drain(self) -> None:
         """Read the stream to its end: what follows the end-of-archive block is ignored,
         but a decompressor still has to see it whole (a cut or corrupt tail raises)."""
-        while self._f.read(_COPY_SIZE):
+        while self._read():
             pass
 
 
@@ -366,7 +448,8 @@ def extract_tar(
     with os.scandir(root) as entries:
         was_empty = next(entries, None) is None
     extractor = _Extractor(root)
-    reader = _TarReader(fileobj)
+    ahead = _ReadAhead(fileobj)
+    reader = _TarReader(ahead.read)
     try:
         while True:
             if checkpoint is not None:
@@ -377,9 +460,11 @@ def extract_tar(
             extractor.extract(reader, member)
         reader.drain()
     except BaseException:
+        ahead.close()
         _rollback(root, was_empty, logger)
         raise
     finally:
+        ahead.close()
         extractor.close()
     if logger is not None:
         logger.info("archive extracted", target=str(root), **asdict(extractor.stats))
@@ -394,6 +479,8 @@ class _Extractor:
         self._root_fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         # fds of recently used directories, least recent first; a hard link needs two at once
         self._dirs: dict[tuple[str, ...], int] = {}
+        # checked directory prefixes of names: "a/b/" -> (("a", "b"), encoded length)
+        self._heads: dict[str, tuple[tuple[str, ...], int]] = {}
         self._umask = _umask()
 
     def close(self) -> None:
@@ -402,8 +489,27 @@ class _Extractor:
         self._dirs.clear()
         os.close(self._root_fd)
 
+    def _parts(self, name: str) -> tuple[str, ...]:
+        """``relative_parts(name)``; the checks of a directory already seen are not
+        repeated (archives list a directory's entries together): only the last name."""
+        base = name.rpartition("/")[2]
+        head = name[: len(name) - len(base)]  # with its "/": "/x" is not "x"
+        known = self._heads.get(head)
+        if known is not None and base not in ("", ".", "..") and "\0" not in base:
+            dir_parts, dir_bytes = known
+            size = len(base.encode(_FS_ENCODING, _FS_ERRORS))
+            if size <= NAME_MAX and dir_bytes + size + 1 <= PATH_MAX:
+                return (*dir_parts, base)
+        parts = relative_parts(name)
+        if parts and parts[-1] == base:
+            if len(self._heads) >= _HEAD_CACHE:
+                self._heads.clear()
+            dir_parts = parts[:-1]
+            self._heads[head] = (dir_parts, sum(len(os.fsencode(p)) + 1 for p in dir_parts))
+        return parts
+
     def extract(self, reader: _TarReader, member: _Member) -> None:
-        parts = relative_parts(member.name)
+        parts = self._parts(member.name)
         kind = member.type
         if not (member.isreg() or kind in (_DIRECTORY, _SYMLINK, _HARDLINK)):
             raise DataError(
