@@ -71,6 +71,12 @@ _FILE_TYPES = {_REGULAR, _AREGULAR, _CONTIGUOUS}
 _HEADER = struct.Struct("100s8s8s8s12s12s8sc100s6s2s32s32s8s8s155s12x")
 _USTAR = b"ustar\x00"  # POSIX; GNU tar writes b"ustar  \x00", with no prefix field
 _MAX_OCTAL = {8: 8**7, 12: 8**11}  # field width -> first value that does not fit
+_MAX_OCTAL_8, _MAX_OCTAL_12 = _MAX_OCTAL[8], _MAX_OCTAL[12]
+# A header after the link name: magic, version, empty user and group names, device
+# numbers 0, no prefix, padding. Its bytes' sum and 8 spaces (the checksum field, as
+# the checksum counts it) are added to the checksum of every header built.
+_USTAR_TAIL = _USTAR + b"00" + bytes(64) + b"0000000\0" * 2 + bytes(155 + 12)
+_TAIL_SUM = sum(_USTAR_TAIL) + 8 * 0x20
 
 
 def _checksum(block: bytes | bytearray | memoryview) -> int:
@@ -713,6 +719,8 @@ def create_tar(
     return stats
 
 
+# O_NONBLOCK: a FIFO swapped in since the stat reads as empty instead of hanging
+_READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
 # an entry removed, or replaced by a symlink or a non-directory, since its stat
 _CHANGED_ERRNOS = (errno.ENOENT, errno.ENOTDIR, errno.ELOOP)
 
@@ -763,31 +771,10 @@ def _add(
     links: dict[tuple[int, int], str],
     logger: Logger | None,
 ) -> None:
-    mode = st.st_mode
-    if stat.S_ISDIR(mode):
-        out.header(name + "/", _DIRECTORY, st)
-        stats.directories += 1
-    elif stat.S_ISLNK(mode):
+    kind = stat.S_IFMT(st.st_mode)
+    if kind == stat.S_IFREG and not (st.st_nlink > 1 and (st.st_dev, st.st_ino) in links):
         try:
-            target = os.readlink(entry, dir_fd=dir_fd)
-        except FileNotFoundError:
-            _skip(stats, logger, "entry vanished during backup", name)
-            return
-        try:
-            check_symlink(tuple(name.split("/")), target)
-        except DataError as exc:
-            _skip(stats, logger, f"symlink skipped, a restore would refuse it: {exc}", name)
-            return
-        out.header(name, _SYMLINK, st, linkname=target)
-        stats.symlinks += 1
-    elif stat.S_ISREG(mode) and (st.st_dev, st.st_ino) in links:
-        out.header(name, _HARDLINK, st, linkname=links[(st.st_dev, st.st_ino)])
-        stats.hardlinks += 1
-    elif stat.S_ISREG(mode):
-        # O_NONBLOCK: a FIFO swapped in since the stat reads as empty instead of hanging
-        flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
-        try:
-            fd = os.open(entry, flags, dir_fd=dir_fd)
+            fd = os.open(entry, _READ_FLAGS, dir_fd=dir_fd)
         except OSError as exc:
             if exc.errno not in _CHANGED_ERRNOS:
                 raise
@@ -804,6 +791,25 @@ def _add(
             links[(st.st_dev, st.st_ino)] = name
         stats.files += 1
         stats.bytes += st.st_size
+    elif kind == stat.S_IFREG:
+        out.header(name, _HARDLINK, st, linkname=links[(st.st_dev, st.st_ino)])
+        stats.hardlinks += 1
+    elif kind == stat.S_IFDIR:
+        out.header(name + "/", _DIRECTORY, st)
+        stats.directories += 1
+    elif kind == stat.S_IFLNK:
+        try:
+            target = os.readlink(entry, dir_fd=dir_fd)
+        except FileNotFoundError:
+            _skip(stats, logger, "entry vanished during backup", name)
+            return
+        try:
+            check_symlink(tuple(name.split("/")), target)
+        except DataError as exc:
+            _skip(stats, logger, f"symlink skipped, a restore would refuse it: {exc}", name)
+            return
+        out.header(name, _SYMLINK, st, linkname=target)
+        stats.symlinks += 1
     else:
         _skip(stats, logger, "special file skipped (socket, device or FIFO)", name)
 
@@ -823,37 +829,38 @@ class _TarWriter:
         raw_name = name.encode("utf-8", "surrogateescape")  # os.fsencode, without its checks
         raw_link = linkname.encode("utf-8", "surrogateescape")
         uid, gid, mtime = st.st_uid, st.st_gid, int(st.st_mtime)
-        if (
-            len(raw_name) > 100
-            or len(raw_link) > 100
-            or not (raw_name.isascii() and raw_link.isascii())
-            or not (0 <= uid < _MAX_OCTAL[8] and 0 <= gid < _MAX_OCTAL[8])
-            or not (size < _MAX_OCTAL[12] and 0 <= mtime < _MAX_OCTAL[12])
+        if not (
+            len(raw_name) <= 100
+            and len(raw_link) <= 100
+            and raw_name.isascii()
+            and raw_link.isascii()
+            and 0 <= uid < _MAX_OCTAL_8
+            and 0 <= gid < _MAX_OCTAL_8
+            and size < _MAX_OCTAL_12
+            and 0 <= mtime < _MAX_OCTAL_12
         ):
             self._pax(raw_name, raw_link, {"uid": uid, "gid": gid, "size": size, "mtime": mtime})
-        block = bytearray(
-            _HEADER.pack(
-                raw_name[:100],
-                b"%07o\0" % stat.S_IMODE(st.st_mode),
-                _octal(uid, 8),
-                _octal(gid, 8),
-                _octal(size, 12),
-                _octal(mtime, 12),
-                b"        ",
-                kind,
-                raw_link[:100],
-                _USTAR,
-                b"00",
-                b"",
-                b"",
-                b"0000000\0",
-                b"0000000\0",
-                b"",
-            )
+            # what does not fit is 0 or cut here: the PAX header holds it
+            uid, gid, size, mtime = _fits(uid, 8), _fits(gid, 8), _fits(size, 12), _fits(mtime, 12)
+            raw_name, raw_link = raw_name[:100], raw_link[:100]
+        # Built from parts rather than packed: this runs once per file.
+        head = raw_name.ljust(100, b"\0") + b"%07o\0%07o\0%07o\0%011o\0%011o\0" % (
+            stat.S_IMODE(st.st_mode),
+            uid,
+            gid,
+            size,
+            mtime,
         )
-        block[148:156] = b"%06o\0 " % _checksum(block)
-        self._buf += block
-        if len(self._buf) >= _COPY_SIZE:  # a tree of directories or links only
+        # The checksum counts its own field as spaces. Each part is under 256 bytes,
+        # whose sum adler32's low half gives exactly (plus one); the tail is constant.
+        total = (zlib.adler32(head) & 0xFFFF) + (zlib.adler32(raw_link) & 0xFFFF) - 2
+        buf = self._buf
+        buf += head
+        buf += b"%06o\0 " % (total + kind[0] + _TAIL_SUM)
+        buf += kind
+        buf += raw_link.ljust(100, b"\0")
+        buf += _USTAR_TAIL
+        if len(buf) >= _COPY_SIZE:  # a tree of directories or links only
             self._flush()
 
     def _pax(self, raw_name: bytes, raw_link: bytes, numbers: dict[str, int]) -> None:
@@ -882,8 +889,6 @@ class _TarWriter:
         short = False
         left = size
         while left:
-            if len(self._buf) >= _COPY_SIZE:
-                self._flush()
             try:
                 data = os.read(fd, min(left, _COPY_SIZE))
             except BlockingIOError:
@@ -894,7 +899,9 @@ class _TarWriter:
                 break
             self._buf += data
             left -= len(data)
-        self._buf += bytes(-size % BLOCK)
+            if left and len(self._buf) >= _COPY_SIZE:
+                self._flush()
+        self._buf += _ZERO_BLOCK[: -size % BLOCK]
         if len(self._buf) >= _COPY_SIZE:
             self._flush()
         return short
@@ -916,11 +923,9 @@ class _TarWriter:
 _PAX_STAT = os.stat_result((0o644, 0, 0, 0, 0, 0, 0, 0, 0, 0))
 
 
-def _octal(value: int, width: int) -> bytes:
-    """A numeric field; a value that does not fit is 0 here and given by a PAX record."""
-    if not 0 <= value < _MAX_OCTAL[width]:
-        value = 0
-    return b"%0*o\0" % (width - 1, value)
+def _fits(value: int, width: int) -> int:
+    """A numeric field's value; one that does not fit is 0 here and given by a PAX record."""
+    return value if 0 <= value < _MAX_OCTAL[width] else 0
 
 
 def _skip(stats: TarStats, logger: Logger | None, message: str, name: str) -> None:
