@@ -61,6 +61,7 @@ if TYPE_CHECKING:
 
 PROGRESS_INTERVAL = 1.0
 """Seconds, at least, between two progress messages sent by ``Context.progress``."""
+_ITEM_BATCH = 256  # tar entries counted as progress at once
 
 HEARTBEAT_STOP_TIMEOUT = 10.0
 """Seconds to wait for a heartbeat in flight before the final state and result go out."""
@@ -304,16 +305,25 @@ class Context:
     ) -> TarStats:
         """Write the tree at ``root`` as a tar stream into ``fileobj`` (an artifact writer,
         or any binary file), never following symlinks; each entry is a checkpoint and
-        counts as an item."""
+        counts as an item (added to the progress in batches)."""
         from baqup_agent.archive import create_tar
 
+        entries = 0  # counted as progress in batches: per entry it costs what a small file does
+
         def each_entry() -> None:
+            nonlocal entries
             self.checkpoint()
-            self.progress(items=1)
+            entries += 1
+            if entries == _ITEM_BATCH:
+                self.progress(items=entries)
+                entries = 0
 
         # an ArtifactWriter has the part of IO[bytes] that a tar stream writes with
         stream = cast("IO[bytes]", fileobj)
-        return create_tar(stream, root, logger=self.logger, checkpoint=each_entry)
+        try:
+            return create_tar(stream, root, logger=self.logger, checkpoint=each_entry)
+        finally:
+            self.progress(items=entries)
 
     def fail_artifact(self, filename: str, error: BaseException | str) -> None:
         """Record that one artifact failed: the others are still published, exit 76."""
@@ -336,7 +346,8 @@ class Context:
 
     def extract_tar(self, fileobj: IO[bytes], target: str | os.PathLike[str]) -> TarStats:
         """Extract a tar stream into ``target`` safely: no entry may escape it (unsafe
-        entries raise ``DataError``, exit 65). Each entry is a checkpoint and an item."""
+        entries raise ``DataError``, exit 65). Each entry is a checkpoint and an item (added
+        to the progress in batches)."""
         from baqup_agent.archive import extract_tar
 
         entries = -1  # the callback runs before each entry and once more at the end
@@ -344,11 +355,15 @@ class Context:
         def each_entry() -> None:
             nonlocal entries
             entries += 1
-            if entries:
-                self.progress(items=1)
+            if entries == _ITEM_BATCH:  # counted in batches, as in create_tar
+                self.progress(items=entries)
+                entries = 0
             self.checkpoint()
 
-        return extract_tar(fileobj, target, logger=self.logger, checkpoint=each_entry)
+        try:
+            return extract_tar(fileobj, target, logger=self.logger, checkpoint=each_entry)
+        finally:
+            self.progress(items=max(entries, 0))
 
 
 @dataclass(frozen=True)

@@ -148,9 +148,6 @@ class _Member:
         self.name, self.type, self.linkname = name, type, linkname
         self.size, self.mode, self.mtime = size, mode, mtime
 
-    def isreg(self) -> bool:
-        return self.type in _FILE_TYPES
-
 
 @dataclass
 class TarStats:
@@ -350,6 +347,14 @@ class _TarReader:
                         self._global.update(records)
                     pax.update(records)
                 continue
+            if not chain and not pax and kind in _FILE_TYPES and fields[9] == _USTAR:
+                # the usual member, a file with one ustar header: the fields as they are
+                prefix, name = fields[15], _text(fields[0])
+                if prefix[0]:
+                    name = _text(prefix) + "/" + name
+                if not name.endswith("/"):  # else an old tar's directory: the long way
+                    mtime = _number(fields[5], "mtime")
+                    return _Member(name, kind, "", size, _number(fields[1], "mode"), mtime)
             return self._member(fields, kind, size, pax, longname, longlink, at)
 
     def _member(
@@ -517,7 +522,7 @@ class _Extractor:
     def extract(self, reader: _TarReader, member: _Member) -> None:
         parts = self._parts(member.name)
         kind = member.type
-        if not (member.isreg() or kind in (_DIRECTORY, _SYMLINK, _HARDLINK)):
+        if not (kind in _FILE_TYPES or kind in (_DIRECTORY, _SYMLINK, _HARDLINK)):
             raise DataError(
                 f"refused entry {member.name!r}: type {kind!r} (device, FIFO "
                 "or unknown) is never extracted"
