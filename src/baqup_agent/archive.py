@@ -45,6 +45,9 @@ _FS_ENCODING, _FS_ERRORS = sys.getfilesystemencoding(), sys.getfilesystemencodee
 _HEAD_CACHE = 4096  # name prefixes whose checks are remembered (bounded: constant memory)
 _DIR_CACHE = 16  # open directory fds kept between members (archives list a dir's entries together)
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+# O_EXCL: never into an existing file; whatever is there (a symlink, a hard link to a
+# file outside) is unlinked first, and only then the file is created
+_CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 # errnos that mean "this name cannot be created safely": the archive's fault, not the disk's
 _NAME_ERRNOS = {errno.ELOOP, errno.ENOTDIR, errno.ENAMETOOLONG, errno.EEXIST, errno.EISDIR}
 # An extended header (PAX records, GNU long name or link name) is read whole into
@@ -569,21 +572,21 @@ class _Extractor:
 
     def _file(self, parent: int, name: str, reader: _TarReader, member: _Member) -> None:
         mode = file_mode(member.mode)
-        # O_EXCL: never into an existing file; whatever is there (a symlink, a hard
-        # link to a file outside) is unlinked first, and only then
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
         try:
-            fd = os.open(name, flags, mode, dir_fd=parent)
+            fd = os.open(name, _CREATE_FLAGS, mode, dir_fd=parent)
         except FileExistsError:
             self._clear(parent, name, member)
-            fd = os.open(name, flags, mode, dir_fd=parent)
+            fd = os.open(name, _CREATE_FLAGS, mode, dir_fd=parent)
         try:
             reader.copy(fd, member.size, member.name)
             if mode & self._umask:  # the umask took bits the archive gives
                 os.fchmod(fd, mode)
-            # an out-of-range time is not worth failing the restore for
-            with contextlib.suppress(OverflowError, ValueError, OSError):
+            # an out-of-range time is not worth failing the restore for; try, not
+            # contextlib.suppress, which costs more than the syscall per file
+            try:  # noqa: SIM105
                 os.utime(fd, (member.mtime, member.mtime))
+            except (OverflowError, ValueError, OSError):
+                pass
         finally:
             os.close(fd)
         self.stats.files += 1
