@@ -82,13 +82,13 @@ _USTAR_TAIL = _USTAR + b"00" + bytes(64) + b"0000000\0" * 2 + bytes(155 + 12)
 _TAIL_SUM = sum(_USTAR_TAIL) + 8 * 0x20
 
 
-def _checksum(block: bytes | bytearray | memoryview) -> int:
-    """The unsigned header checksum: the sum of the bytes, with the checksum field as
-    spaces. Two halves through adler32, whose low 16 bits are 1 + the sum of the bytes
-    modulo 65521, exact for 256 bytes: far cheaper than summing in Python."""
-    view = memoryview(block)
-    low = (zlib.adler32(view[:256]) & 0xFFFF) + (zlib.adler32(view[256:]) & 0xFFFF) - 2
-    return low - sum(view[148:156]) + 8 * 0x20
+def _checksum(block: bytes | bytearray | memoryview, field: bytes) -> int:
+    """The unsigned header checksum: the sum of the bytes, with the checksum field (its
+    bytes are ``field``) as spaces. Two halves through adler32, whose low 16 bits are
+    1 + the sum of the bytes modulo 65521, exact for 256 bytes: far cheaper than
+    summing in Python."""
+    low = (zlib.adler32(block[:256]) & 0xFFFF) + (zlib.adler32(block[256:]) & 0xFFFF) - 2
+    return low - sum(field) + 8 * 0x20
 
 
 def _number(field: bytes, name: str) -> int:
@@ -310,7 +310,7 @@ class _TarReader:
             if len(block) < BLOCK:
                 what = "empty stream" if at == 0 and not block else f"no header at byte {at}"
                 raise DataError(f"not a valid tar archive: {what} (truncated)")
-            if block == _ZERO_BLOCK:
+            if not block[0] and block == _ZERO_BLOCK:  # the first byte settles most headers
                 if chain:
                     raise DataError(
                         f"corrupt tar archive: extended header without a member at {at}"
@@ -318,7 +318,7 @@ class _TarReader:
                 return None
             fields = _HEADER.unpack(block)
             stored = _number(fields[6], "checksum")
-            if stored != _checksum(block) and stored != _signed_checksum(block):
+            if stored != _checksum(block, fields[6]) and stored != _signed_checksum(block):
                 raise DataError(f"corrupt tar archive: no valid header at byte {at}")
             kind, size = fields[7], _number(fields[4], "size")
             if size < 0:
