@@ -493,6 +493,7 @@ class _Extractor:
         self._root_fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         # fds of recently used directories, least recent first; a hard link needs two at once
         self._dirs: dict[tuple[str, ...], int] = {}
+        self._last: tuple[str, ...] | None = None  # the most recent in _dirs
         # checked directory prefixes of names: "a/b/" -> (("a", "b"), encoded length)
         self._heads: dict[str, tuple[tuple[str, ...], int]] = {}
         self._umask = _umask()
@@ -501,6 +502,7 @@ class _Extractor:
         for fd in self._dirs.values():
             os.close(fd)
         self._dirs.clear()
+        self._last = None
         os.close(self._root_fd)
 
     def _parts(self, name: str) -> tuple[str, ...]:
@@ -633,9 +635,12 @@ class _Extractor:
         symlinks; missing directories are created (0o755) when ``create``."""
         if not parts:
             return self._root_fd
+        if parts == self._last:  # the usual case: the directory of the entry before
+            return self._dirs[parts]
         cached = self._dirs.pop(parts, None)
         if cached is not None:
             self._dirs[parts] = cached  # now the most recent
+            self._last = parts
             return cached
         fd = self._root_fd
         try:
@@ -663,6 +668,7 @@ class _Extractor:
         if len(self._dirs) >= _DIR_CACHE:
             os.close(self._dirs.pop(next(iter(self._dirs))))
         self._dirs[parts] = fd
+        self._last = parts
         return fd
 
 
