@@ -16,6 +16,7 @@ import random
 import stat
 import subprocess
 import tempfile
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from baqup_agent.archive import BLOCK, RECORD, create_tar, extract_tar
+from baqup_agent.errors import Cancelled, DataError
 from tests.conftest import require_binary
 
 TREES = settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -222,3 +224,74 @@ def test_extract_tar_reads_what_gnu_tar_writes(fmt: str, tree: Tree) -> None:
         with archive.open("rb") as f:
             extract_tar(f, target)
         same_tree(source, target)
+
+
+class _Endless(io.RawIOBase):
+    """A stream that never ends: one valid member, then garbage forever (counted)."""
+
+    def __init__(self, head: bytes) -> None:
+        super().__init__()
+        self.head, self.served = head, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
+        data = self.head[self.served :] or b"\xff" * len(buffer)
+        n = min(len(buffer), len(data))
+        buffer[:n] = data[:n]
+        self.served += n
+        return n
+
+
+class _Failing(io.RawIOBase):
+    """Hands out ``data``, then fails the way a corrupt compressed stream does."""
+
+    def __init__(self, data: bytes, error: BaseException) -> None:
+        super().__init__()
+        self.data, self.error = data, error
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
+        if not self.data:
+            raise self.error
+        n = min(len(buffer), len(self.data))
+        buffer[:n], self.data = self.data[:n], self.data[n:]
+        return n
+
+
+def _one_member() -> bytes:
+    stream = io.BytesIO()
+    with tempfile.TemporaryDirectory() as tmp:
+        Path(tmp, "a").write_bytes(b"x" * 3000)
+        create_tar(stream, tmp)
+    return stream.getvalue()[: BLOCK + 3000 + -3000 % BLOCK]  # the member, no end blocks
+
+
+def _readers() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "baqup-tar-read" and t.is_alive()]
+
+
+def test_a_refused_header_stops_the_read_ahead(tmp_path: Path) -> None:
+    """Garbage after a member: refused at its header; the reading thread is gone and
+    read little past it, although the stream would never end."""
+    stream = _Endless(_one_member())
+    with pytest.raises(DataError, match="no valid header"):
+        extract_tar(stream, tmp_path / "t")
+    assert not _readers()
+    assert stream.served <= 2 << 20
+    assert list((tmp_path / "t").iterdir()) == []  # rolled back
+
+
+@pytest.mark.parametrize("error", [DataError("corrupt compressed data"), Cancelled("stop")])
+def test_an_error_of_the_read_ahead_is_raised_by_extract_tar(
+    tmp_path: Path, error: BaseException
+) -> None:
+    """What the reading thread's read raises (a corrupt stream, a cancel at its
+    checkpoint) is what extract_tar raises, after what came before it was written."""
+    with pytest.raises(type(error), match=str(error)):
+        extract_tar(io.BufferedReader(_Failing(_one_member(), error)), tmp_path / "t")
+    assert not _readers()
+    assert list((tmp_path / "t").iterdir()) == []  # rolled back
