@@ -10,8 +10,9 @@ The rules are listed in docs/output.md.
 Both sides read and write the tar format themselves (POSIX ustar with PAX extended
 headers; GNU long names are read too) rather than through ``tarfile``: per entry,
 ``tarfile`` costs several times what the syscalls do, which dominated trees of many
-small files (docs/output.md has the figures). Headers are parsed from, and built
-into, 1 MiB buffers; extended headers are bounded before they are read.
+small files (docs/output.md has the figures). Headers are built into 1 MiB buffers
+and parsed from 256 KiB chunks that a reading thread decompresses ahead; extended
+headers are bounded before they are read.
 """
 
 from __future__ import annotations
