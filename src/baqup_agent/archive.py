@@ -43,7 +43,7 @@ _COPY_SIZE = 1 << 20
 _CHUNK = 256 << 10
 _READ_AHEAD = 4
 _FS_ENCODING, _FS_ERRORS = sys.getfilesystemencoding(), sys.getfilesystemencodeerrors()
-_HEAD_CACHE = 4096  # name prefixes whose checks are remembered (bounded: constant memory)
+_HEAD_CACHE = 2048  # name prefixes whose checks are remembered (bounded: constant memory)
 _DIR_CACHE = 16  # open directory fds kept between members (archives list a dir's entries together)
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 # O_EXCL: never into an existing file; whatever is there (a symlink, a hard link to a
