@@ -23,6 +23,7 @@ from bench._report import row
 from bench.bench_agent import (
     RSS_LIMIT_MIB,
     WORDS,
+    fresh,
     run_agent,
     run_pipeline,
     run_restore,
@@ -96,7 +97,7 @@ def main() -> int:
             make_small_tree(big, files * scale, seed=2)
             warm(big)
             _, big_backup = run_agent(big, staging, "big", keep=True)
-            _, big_restore = run_restore(staging / "big", WORK / "target", staging)
+            _, big_restore = run_restore(staging / "big", WORK / "big-target", staging)
             for direction, big_peak in (("backup", big_backup), ("restore", big_restore)):
                 ratio = big_peak / rss[direction]
                 passed = ratio <= 1.10
@@ -119,12 +120,14 @@ def _compare(direction: str, source: Path, staging: Path, repeat: int) -> tuple[
     output = staging / "kept"
     if direction == "restore":
         run_agent(source, staging, output.name, keep=True)
+    targets = fresh(WORK / "targets")
     for i in range(repeat):
         if direction == "backup":
             peer = min(peer, run_pipeline(source, WORK / "peer.tar.zst"))
             seconds, rss = run_agent(source, staging, f"tree-{i}")
         else:
-            peer = min(peer, run_restore_pipeline(output / "files.tar.zst", WORK / "peer"))
-            seconds, rss = run_restore(output, WORK / "target", staging)
+            peer = min(peer, run_restore_pipeline(output / "files.tar.zst", next(targets)))
+            seconds, rss = run_restore(output, next(targets), staging)
         agent, peak = min(agent, seconds), max(peak, rss)
+    targets.close()
     return agent, peer, peak

@@ -30,12 +30,16 @@ def tree_size(root: Path) -> tuple[int, int]:
     is its total (exact unless names need PAX headers or files are hard-linked).
     """
     entries, size = 0, 2 * tarfile.BLOCKSIZE
-    for dirpath, dirnames, filenames in os.walk(root):
-        for name in dirnames + filenames:
-            st = os.lstat(os.path.join(dirpath, name))
-            entries += 1
-            data = st.st_size if stat.S_ISREG(st.st_mode) else 0
-            size += tarfile.BLOCKSIZE + -(-data // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE
+    folders = [str(root)]
+    while folders:  # scandir's entries stat without joining paths in Python: one pass is cheap
+        with os.scandir(folders.pop()) as listing:
+            for entry in listing:
+                st = entry.stat(follow_symlinks=False)
+                entries += 1
+                data = st.st_size if stat.S_ISREG(st.st_mode) else 0
+                size += tarfile.BLOCKSIZE + -(-data // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE
+                if stat.S_ISDIR(st.st_mode):
+                    folders.append(entry.path)
     return entries, -(-size // tarfile.RECORDSIZE) * tarfile.RECORDSIZE
 
 

@@ -40,7 +40,7 @@ if TYPE_CHECKING:
     from typing_extensions import Unpack
 
     from baqup_agent._archive import TarStats
-    from baqup_agent._artifacts import ArtifactWriter, ByteSink
+    from baqup_agent._artifacts import ArtifactWriter, ByteSink, ByteSource
     from baqup_agent._bus import BusClient
     from baqup_agent._child import ChildOptions, ChildResult, SecretFile
     from baqup_agent._config import Config
@@ -50,6 +50,7 @@ if TYPE_CHECKING:
 
 PROGRESS_INTERVAL = 1.0
 """Seconds, at least, between two progress messages sent by ``Context.progress``."""
+_ITEM_BATCH = 256  # tar entries counted as progress at once
 
 
 class Agent:
@@ -293,14 +294,23 @@ class Context:
     def create_tar(self, fileobj: ByteSink, root: str | os.PathLike[str]) -> TarStats:
         """Write the tree at ``root`` as a tar stream into ``fileobj`` (an artifact writer,
         or any binary file), never following symlinks; each entry is a checkpoint and
-        counts as an item."""
+        counts as an item (added to the progress in batches)."""
         from baqup_agent._archive import create_tar
 
-        def each_entry() -> None:
-            self.checkpoint()
-            self.progress(items=1)
+        entries = 0  # counted as progress in batches: per entry it costs what a small file does
 
-        return create_tar(fileobj, root, logger=self.logger, checkpoint=each_entry)
+        def each_entry() -> None:
+            nonlocal entries
+            self.checkpoint()
+            entries += 1
+            if entries == _ITEM_BATCH:
+                self.progress(items=entries)
+                entries = 0
+
+        try:
+            return create_tar(fileobj, root, logger=self.logger, checkpoint=each_entry)
+        finally:
+            self.progress(items=entries)
 
     def fail_artifact(self, filename: str, error: BaseException | str) -> None:
         """Record that one artifact failed: the others are still published, exit 76."""
@@ -321,9 +331,10 @@ class Context:
         progress and checkpoints."""
         return self.track(self.source.open_artifact(filename))
 
-    def extract_tar(self, fileobj: IO[bytes], target: str | os.PathLike[str]) -> TarStats:
+    def extract_tar(self, fileobj: ByteSource, target: str | os.PathLike[str]) -> TarStats:
         """Extract a tar stream into ``target`` safely: no entry may escape it (unsafe
-        entries raise ``DataError``, exit 65). Each entry is a checkpoint and an item."""
+        entries raise ``DataError``, exit 65). Each entry is a checkpoint and an item (added
+        to the progress in batches)."""
         from baqup_agent._archive import extract_tar
 
         entries = -1  # the callback runs before each entry and once more at the end
@@ -331,11 +342,15 @@ class Context:
         def each_entry() -> None:
             nonlocal entries
             entries += 1
-            if entries:
-                self.progress(items=1)
+            if entries == _ITEM_BATCH:  # counted in batches, as in create_tar
+                self.progress(items=entries)
+                entries = 0
             self.checkpoint()
 
-        return extract_tar(fileobj, target, logger=self.logger, checkpoint=each_entry)
+        try:
+            return extract_tar(fileobj, target, logger=self.logger, checkpoint=each_entry)
+        finally:
+            self.progress(items=max(entries, 0))
 
 
 def run(

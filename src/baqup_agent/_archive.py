@@ -10,8 +10,9 @@ The rules are listed in docs/output.md.
 Both sides read and write the tar format themselves (POSIX ustar with PAX extended
 headers; GNU long names are read too) rather than through ``tarfile``: per entry,
 ``tarfile`` costs several times what the syscalls do, which dominated trees of many
-small files (docs/output.md has the figures). Headers are parsed from, and built
-into, 1 MiB buffers; extended headers are bounded before they are read.
+small files (docs/output.md has the figures). Headers are built into 1 MiB buffers
+and parsed from 256 KiB chunks that a reading thread decompresses ahead; extended
+headers are bounded before they are read.
 """
 
 from __future__ import annotations
@@ -19,24 +20,36 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import queue
 import stat
 import struct
+import sys
+import threading
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import IO, TYPE_CHECKING
+from typing import TYPE_CHECKING
 
 from baqup_agent._errors import DataError
-from baqup_agent._paths import PATH_MAX, relative_parts
+from baqup_agent._paths import NAME_MAX, PATH_MAX, relative_parts
 
 if TYPE_CHECKING:
-    from baqup_agent._artifacts import ByteSink
+    from baqup_agent._artifacts import ByteSink, ByteSource
     from baqup_agent._logger import Logger
 
 _COPY_SIZE = 1 << 20
+# The reading thread's chunks, and how many it may hold ahead of the extraction: it
+# reads at most about 1.5 MiB past what was parsed (a refused header stops it there).
+_CHUNK = 256 << 10
+_READ_AHEAD = 4
+_FS_ENCODING, _FS_ERRORS = sys.getfilesystemencoding(), sys.getfilesystemencodeerrors()
+_HEAD_CACHE = 2048  # name prefixes whose checks are remembered (bounded: constant memory)
 _DIR_CACHE = 16  # open directory fds kept between members (archives list a dir's entries together)
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+# O_EXCL: never into an existing file; whatever is there (a symlink, a hard link to a
+# file outside) is unlinked first, and only then the file is created
+_CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 # errnos that mean "this name cannot be created safely": the archive's fault, not the disk's
 _NAME_ERRNOS = {errno.ELOOP, errno.ENOTDIR, errno.ENAMETOOLONG, errno.EEXIST, errno.EISDIR}
 # An extended header (PAX records, GNU long name or link name) is read whole into
@@ -51,6 +64,7 @@ _MAX_HEADER_CHAIN = 8
 BLOCK = 512
 RECORD = 20 * BLOCK  # archives are padded to whole records, as tar and tarfile do
 _ZERO_BLOCK = bytes(BLOCK)
+_NO_BYTES = memoryview(b"")
 _REGULAR, _AREGULAR, _CONTIGUOUS = b"0", b"\0", b"7"
 _HARDLINK, _SYMLINK, _DIRECTORY = b"1", b"2", b"5"
 _PAX, _GLOBAL_PAX, _SOLARIS_PAX = b"x", b"g", b"X"
@@ -62,19 +76,29 @@ _FILE_TYPES = {_REGULAR, _AREGULAR, _CONTIGUOUS}
 _HEADER = struct.Struct("100s8s8s8s12s12s8sc100s6s2s32s32s8s8s155s12x")
 _USTAR = b"ustar\x00"  # POSIX; GNU tar writes b"ustar  \x00", with no prefix field
 _MAX_OCTAL = {8: 8**7, 12: 8**11}  # field width -> first value that does not fit
+_MAX_OCTAL_8, _MAX_OCTAL_12 = _MAX_OCTAL[8], _MAX_OCTAL[12]
+# A header after the link name: magic, version, empty user and group names, device
+# numbers 0, no prefix, padding. Its bytes' sum and 8 spaces (the checksum field, as
+# the checksum counts it) are added to the checksum of every header built.
+_USTAR_TAIL = _USTAR + b"00" + bytes(64) + b"0000000\0" * 2 + bytes(155 + 12)
+_TAIL_SUM = sum(_USTAR_TAIL) + 8 * 0x20
 
 
-def _checksum(block: bytes | bytearray | memoryview) -> int:
-    """The unsigned header checksum: the sum of the bytes, with the checksum field as
-    spaces. Two halves through adler32, whose low 16 bits are 1 + the sum of the bytes
-    modulo 65521, exact for 256 bytes: far cheaper than summing in Python."""
-    view = memoryview(block)
-    low = (zlib.adler32(view[:256]) & 0xFFFF) + (zlib.adler32(view[256:]) & 0xFFFF) - 2
-    return low - sum(view[148:156]) + 8 * 0x20
+def _checksum(block: bytes | bytearray | memoryview, field: bytes) -> int:
+    """The unsigned header checksum: the sum of the bytes, with the checksum field (its
+    bytes are ``field``) as spaces. Two halves through adler32, whose low 16 bits are
+    1 + the sum of the bytes modulo 65521, exact for 256 bytes: far cheaper than
+    summing in Python."""
+    low = (zlib.adler32(block[:256]) & 0xFFFF) + (zlib.adler32(block[256:]) & 0xFFFF) - 2
+    return low - sum(field) + 8 * 0x20
 
 
-def _number(field: bytes | memoryview, name: str) -> int:
+def _number(field: bytes, name: str) -> int:
     """A numeric header field: octal, or GNU base-256 (first byte 0x80 or 0xff)."""
+    try:  # the usual "0000644\0": one call; anything else takes the careful way
+        return int(field.rstrip(b"\0 ") or b"0", 8)
+    except ValueError:
+        pass
     raw = bytes(field)
     if raw[:1] in (b"\x80", b"\xff"):
         value = int.from_bytes(raw[1:], "big")
@@ -85,9 +109,9 @@ def _number(field: bytes | memoryview, name: str) -> int:
         raise DataError(f"corrupt tar archive: invalid {name} field {raw!r}") from None
 
 
-def _text(field: bytes | memoryview) -> str:
-    """A name field up to its first NUL, as a str (not UTF-8: surrogate escapes)."""
-    return os.fsdecode(bytes(field).split(b"\0", 1)[0])
+def _text(field: bytes) -> str:
+    """A name field up to its first NUL, as a str (as ``os.fsdecode``, without its checks)."""
+    return field.split(b"\0", 1)[0].decode(_FS_ENCODING, _FS_ERRORS)
 
 
 def _pax_records(data: bytes) -> dict[str, str]:
@@ -128,9 +152,6 @@ class _Member:
     ) -> None:
         self.name, self.type, self.linkname = name, type, linkname
         self.size, self.mode, self.mtime = size, mode, mtime
-
-    def isreg(self) -> bool:
-        return self.type in _FILE_TYPES
 
 
 @dataclass
@@ -183,35 +204,94 @@ def check_symlink(parts: tuple[str, ...], linkname: str) -> None:
 # -- reading ----------------------------------------------------------------------------------
 
 
-class _TarReader:
-    """Reads a tar stream header by header from 1 MiB chunks of ``fileobj``."""
+class _ReadAhead:
+    """Reads ``fileobj`` in chunks in a thread of its own, a few chunks ahead.
 
-    def __init__(self, fileobj: IO[bytes]) -> None:
+    The decompressor behind an artifact reader (zstd, zlib) releases the GIL, so it
+    runs on another core while this one extracts. Whatever the read raises (a corrupt
+    stream, a cancelled job at the reader's checkpoint) is raised again by ``read``
+    in the extracting thread, in stream order.
+    """
+
+    def __init__(self, fileobj: ByteSource) -> None:
         self._f = fileobj
-        self._buf = memoryview(b"")
+        self._chunks: queue.Queue[bytes | BaseException] = queue.Queue(_READ_AHEAD)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="baqup-tar-read", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            while not self._stop.is_set():
+                chunk = self._f.read(_CHUNK)
+                self._chunks.put(chunk)
+                if not chunk:
+                    return
+        except BaseException as exc:  # handed to the extracting thread
+            self._chunks.put(exc)
+
+    def read(self) -> bytes:
+        """The next chunk; b"" at the end of the stream."""
+        chunk = self._chunks.get()
+        if isinstance(chunk, BaseException):
+            self._chunks.put(chunk)  # every later read fails the same way
+            raise chunk
+        if not chunk:
+            self._chunks.put(chunk)
+        return chunk
+
+    def close(self) -> None:
+        """Stop the thread (after at most the read it is in) and wait for it: the caller
+        may close ``fileobj`` once this returns."""
+        self._stop.set()
+        while self._thread.is_alive():
+            with contextlib.suppress(queue.Empty):  # make room, should it wait to put
+                self._chunks.get(timeout=0.05)
+        self._thread.join()
+
+
+class _TarReader:
+    """Reads a tar stream header by header from the chunks ``read`` returns."""
+
+    def __init__(self, read: Callable[[], bytes]) -> None:
+        self._read = read
+        self._buf = _NO_BYTES
         self._pos = 0
         self.offset = 0  # stream offset of the next unread byte
         self._global: dict[str, str] = {}  # global PAX records, applied to every member
         self._global_bytes = 0
 
     def _take(self, n: int) -> memoryview:
-        """The next ``n`` bytes (fewer only at the end of the stream)."""
+        """The next ``n`` bytes (fewer only at the end of the stream); copied only when
+        they span chunks."""
         end = self._pos + n
         if end <= len(self._buf):
             view = self._buf[self._pos : end]
             self._pos = end
         else:
-            parts = [self._buf[self._pos :].tobytes()]
-            have = len(parts[0])
+            pieces = [self._buf[self._pos :]]
+            have = len(pieces[0])
+            self._buf, self._pos = _NO_BYTES, 0
             while have < n:
-                chunk = self._f.read(max(_COPY_SIZE, n - have))
+                chunk = self._read()
                 if not chunk:
                     break
-                parts.append(chunk)
-                have += len(chunk)
-            data = b"".join(parts)
-            self._buf, self._pos = memoryview(data), min(n, len(data))
-            view = self._buf[: self._pos]
+                self._buf, self._pos = memoryview(chunk), min(n - have, len(chunk))
+                pieces.append(self._buf[: self._pos])
+                have += self._pos
+            pieces = [piece for piece in pieces if piece]
+            view = pieces[0] if len(pieces) == 1 else memoryview(b"".join(pieces))
+        self.offset += len(view)
+        return view
+
+    def _take_some(self, n: int) -> memoryview:
+        """Up to ``n`` bytes, never copied: what is left of the current chunk, or of the
+        next one; empty only at the end of the stream."""
+        if self._pos == len(self._buf):
+            self._buf, self._pos = memoryview(self._read()), 0
+        end = min(self._pos + n, len(self._buf))
+        view = self._buf[self._pos : end]
+        self._pos = end
         self.offset += len(view)
         return view
 
@@ -232,7 +312,7 @@ class _TarReader:
             if len(block) < BLOCK:
                 what = "empty stream" if at == 0 and not block else f"no header at byte {at}"
                 raise DataError(f"not a valid tar archive: {what} (truncated)")
-            if block == _ZERO_BLOCK:
+            if not block[0] and block == _ZERO_BLOCK:  # the first byte settles most headers
                 if chain:
                     raise DataError(
                         f"corrupt tar archive: extended header without a member at {at}"
@@ -240,7 +320,7 @@ class _TarReader:
                 return None
             fields = _HEADER.unpack(block)
             stored = _number(fields[6], "checksum")
-            if stored != _checksum(block) and stored != _signed_checksum(block):
+            if stored != _checksum(block, fields[6]) and stored != _signed_checksum(block):
                 raise DataError(f"corrupt tar archive: no valid header at byte {at}")
             kind, size = fields[7], _number(fields[4], "size")
             if size < 0:
@@ -272,6 +352,14 @@ class _TarReader:
                         self._global.update(records)
                     pax.update(records)
                 continue
+            if not chain and not pax and kind in _FILE_TYPES and fields[9] == _USTAR:
+                # the usual member, a file with one ustar header: the fields as they are
+                prefix, name = fields[15], _text(fields[0])
+                if prefix[0]:
+                    name = _text(prefix) + "/" + name
+                if not name.endswith("/"):  # else an old tar's directory: the long way
+                    mtime = _number(fields[5], "mtime")
+                    return _Member(name, kind, "", size, _number(fields[1], "mode"), mtime)
             return self._member(fields, kind, size, pax, longname, longlink, at)
 
     def _member(
@@ -310,9 +398,18 @@ class _TarReader:
 
     def copy(self, fd: int, size: int, name: str) -> None:
         """Write the next ``size`` bytes (a member's data) to ``fd``; skip the padding."""
+        padded = size + -size % BLOCK
+        if padded <= _COPY_SIZE:  # a small file: data and padding in one take, one write
+            view = self._take(padded)
+            if len(view) < padded:
+                raise DataError(f"corrupt tar archive: {name!r} is truncated")
+            view = view[:size]
+            while view:
+                view = view[os.write(fd, view) :]
+            return
         left = size
         while left:
-            view = self._take(min(left, _COPY_SIZE))
+            view = self._take_some(left)
             if not view:
                 raise DataError(f"corrupt tar archive: {name!r} is truncated")
             left -= len(view)
@@ -324,7 +421,7 @@ class _TarReader:
         """Pass over ``size`` bytes of data and the padding."""
         left = size + -size % BLOCK
         while left:
-            view = self._take(min(left, _COPY_SIZE))
+            view = self._take_some(left)
             if not view:
                 raise DataError(f"corrupt tar archive: {name!r} is truncated")
             left -= len(view)
@@ -332,7 +429,7 @@ class _TarReader:
     def drain(self) -> None:
         """Read the stream to its end: what follows the end-of-archive block is ignored,
         but a decompressor still has to see it whole (a cut or corrupt tail raises)."""
-        while self._f.read(_COPY_SIZE):
+        while self._read():
             pass
 
 
@@ -346,7 +443,7 @@ def _signed_checksum(block: bytes | memoryview) -> int:
 
 
 def extract_tar(
-    fileobj: IO[bytes],
+    fileobj: ByteSource,
     target: str | os.PathLike[str],
     *,
     logger: Logger | None = None,
@@ -367,7 +464,8 @@ def extract_tar(
     with os.scandir(root) as entries:
         was_empty = next(entries, None) is None
     extractor = _Extractor(root)
-    reader = _TarReader(fileobj)
+    ahead = _ReadAhead(fileobj)
+    reader = _TarReader(ahead.read)
     try:
         while True:
             if checkpoint is not None:
@@ -378,9 +476,11 @@ def extract_tar(
             extractor.extract(reader, member)
         reader.drain()
     except BaseException:
+        ahead.close()
         _rollback(root, was_empty, logger)
         raise
     finally:
+        ahead.close()
         extractor.close()
     if logger is not None:
         logger.info("archive extracted", target=str(root), **asdict(extractor.stats))
@@ -395,18 +495,41 @@ class _Extractor:
         self._root_fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         # fds of recently used directories, least recent first; a hard link needs two at once
         self._dirs: dict[tuple[str, ...], int] = {}
+        self._last: tuple[str, ...] | None = None  # the most recent in _dirs
+        # checked directory prefixes of names: "a/b/" -> (("a", "b"), encoded length)
+        self._heads: dict[str, tuple[tuple[str, ...], int]] = {}
         self._umask = _umask()
 
     def close(self) -> None:
         for fd in self._dirs.values():
             os.close(fd)
         self._dirs.clear()
+        self._last = None
         os.close(self._root_fd)
 
+    def _parts(self, name: str) -> tuple[str, ...]:
+        """``relative_parts(name)``; the checks of a directory already seen are not
+        repeated (archives list a directory's entries together): only the last name."""
+        base = name.rpartition("/")[2]
+        head = name[: len(name) - len(base)]  # with its "/": "/x" is not "x"
+        known = self._heads.get(head)
+        if known is not None and base not in ("", ".", "..") and "\0" not in base:
+            dir_parts, dir_bytes = known
+            size = len(base.encode(_FS_ENCODING, _FS_ERRORS))
+            if size <= NAME_MAX and dir_bytes + size + 1 <= PATH_MAX:
+                return (*dir_parts, base)
+        parts = relative_parts(name)
+        if parts and parts[-1] == base:
+            if len(self._heads) >= _HEAD_CACHE:
+                self._heads.clear()
+            dir_parts = parts[:-1]
+            self._heads[head] = (dir_parts, sum(len(os.fsencode(p)) + 1 for p in dir_parts))
+        return parts
+
     def extract(self, reader: _TarReader, member: _Member) -> None:
-        parts = relative_parts(member.name)
+        parts = self._parts(member.name)
         kind = member.type
-        if not (member.isreg() or kind in (_DIRECTORY, _SYMLINK, _HARDLINK)):
+        if not (kind in _FILE_TYPES or kind in (_DIRECTORY, _SYMLINK, _HARDLINK)):
             raise DataError(
                 f"refused entry {member.name!r}: type {kind!r} (device, FIFO "
                 "or unknown) is never extracted"
@@ -453,21 +576,21 @@ class _Extractor:
 
     def _file(self, parent: int, name: str, reader: _TarReader, member: _Member) -> None:
         mode = file_mode(member.mode)
-        # O_EXCL: never into an existing file; whatever is there (a symlink, a hard
-        # link to a file outside) is unlinked first, and only then
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
         try:
-            fd = os.open(name, flags, mode, dir_fd=parent)
+            fd = os.open(name, _CREATE_FLAGS, mode, dir_fd=parent)
         except FileExistsError:
             self._clear(parent, name, member)
-            fd = os.open(name, flags, mode, dir_fd=parent)
+            fd = os.open(name, _CREATE_FLAGS, mode, dir_fd=parent)
         try:
             reader.copy(fd, member.size, member.name)
             if mode & self._umask:  # the umask took bits the archive gives
                 os.fchmod(fd, mode)
-            # an out-of-range time is not worth failing the restore for
-            with contextlib.suppress(OverflowError, ValueError, OSError):
+            # an out-of-range time is not worth failing the restore for; try, not
+            # contextlib.suppress, which costs more than the syscall per file
+            try:  # noqa: SIM105
                 os.utime(fd, (member.mtime, member.mtime))
+            except (OverflowError, ValueError, OSError):
+                pass
         finally:
             os.close(fd)
         self.stats.files += 1
@@ -514,9 +637,12 @@ class _Extractor:
         symlinks; missing directories are created (0o755) when ``create``."""
         if not parts:
             return self._root_fd
+        if parts == self._last:  # the usual case: the directory of the entry before
+            return self._dirs[parts]
         cached = self._dirs.pop(parts, None)
         if cached is not None:
             self._dirs[parts] = cached  # now the most recent
+            self._last = parts
             return cached
         fd = self._root_fd
         try:
@@ -544,6 +670,7 @@ class _Extractor:
         if len(self._dirs) >= _DIR_CACHE:
             os.close(self._dirs.pop(next(iter(self._dirs))))
         self._dirs[parts] = fd
+        self._last = parts
         return fd
 
 
@@ -608,6 +735,8 @@ def create_tar(
     return stats
 
 
+# O_NONBLOCK: a FIFO swapped in since the stat reads as empty instead of hanging
+_READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
 # an entry removed, or replaced by a symlink or a non-directory, since its stat
 _CHANGED_ERRNOS = (errno.ENOENT, errno.ENOTDIR, errno.ELOOP)
 
@@ -658,31 +787,10 @@ def _add(
     links: dict[tuple[int, int], str],
     logger: Logger | None,
 ) -> None:
-    mode = st.st_mode
-    if stat.S_ISDIR(mode):
-        out.header(name + "/", _DIRECTORY, st)
-        stats.directories += 1
-    elif stat.S_ISLNK(mode):
+    kind = stat.S_IFMT(st.st_mode)
+    if kind == stat.S_IFREG and not (st.st_nlink > 1 and (st.st_dev, st.st_ino) in links):
         try:
-            target = os.readlink(entry, dir_fd=dir_fd)
-        except FileNotFoundError:
-            _skip(stats, logger, "entry vanished during backup", name)
-            return
-        try:
-            check_symlink(tuple(name.split("/")), target)
-        except DataError as exc:
-            _skip(stats, logger, f"symlink skipped, a restore would refuse it: {exc}", name)
-            return
-        out.header(name, _SYMLINK, st, linkname=target)
-        stats.symlinks += 1
-    elif stat.S_ISREG(mode) and (st.st_dev, st.st_ino) in links:
-        out.header(name, _HARDLINK, st, linkname=links[(st.st_dev, st.st_ino)])
-        stats.hardlinks += 1
-    elif stat.S_ISREG(mode):
-        # O_NONBLOCK: a FIFO swapped in since the stat reads as empty instead of hanging
-        flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
-        try:
-            fd = os.open(entry, flags, dir_fd=dir_fd)
+            fd = os.open(entry, _READ_FLAGS, dir_fd=dir_fd)
         except OSError as exc:
             if exc.errno not in _CHANGED_ERRNOS:
                 raise
@@ -699,6 +807,25 @@ def _add(
             links[(st.st_dev, st.st_ino)] = name
         stats.files += 1
         stats.bytes += st.st_size
+    elif kind == stat.S_IFREG:
+        out.header(name, _HARDLINK, st, linkname=links[(st.st_dev, st.st_ino)])
+        stats.hardlinks += 1
+    elif kind == stat.S_IFDIR:
+        out.header(name + "/", _DIRECTORY, st)
+        stats.directories += 1
+    elif kind == stat.S_IFLNK:
+        try:
+            target = os.readlink(entry, dir_fd=dir_fd)
+        except FileNotFoundError:
+            _skip(stats, logger, "entry vanished during backup", name)
+            return
+        try:
+            check_symlink(tuple(name.split("/")), target)
+        except DataError as exc:
+            _skip(stats, logger, f"symlink skipped, a restore would refuse it: {exc}", name)
+            return
+        out.header(name, _SYMLINK, st, linkname=target)
+        stats.symlinks += 1
     else:
         _skip(stats, logger, "special file skipped (socket, device or FIFO)", name)
 
@@ -718,37 +845,38 @@ class _TarWriter:
         raw_name = name.encode("utf-8", "surrogateescape")  # os.fsencode, without its checks
         raw_link = linkname.encode("utf-8", "surrogateescape")
         uid, gid, mtime = st.st_uid, st.st_gid, int(st.st_mtime)
-        if (
-            len(raw_name) > 100
-            or len(raw_link) > 100
-            or not (raw_name.isascii() and raw_link.isascii())
-            or not (0 <= uid < _MAX_OCTAL[8] and 0 <= gid < _MAX_OCTAL[8])
-            or not (size < _MAX_OCTAL[12] and 0 <= mtime < _MAX_OCTAL[12])
+        if not (
+            len(raw_name) <= 100
+            and len(raw_link) <= 100
+            and raw_name.isascii()
+            and raw_link.isascii()
+            and 0 <= uid < _MAX_OCTAL_8
+            and 0 <= gid < _MAX_OCTAL_8
+            and size < _MAX_OCTAL_12
+            and 0 <= mtime < _MAX_OCTAL_12
         ):
             self._pax(raw_name, raw_link, {"uid": uid, "gid": gid, "size": size, "mtime": mtime})
-        block = bytearray(
-            _HEADER.pack(
-                raw_name[:100],
-                b"%07o\0" % stat.S_IMODE(st.st_mode),
-                _octal(uid, 8),
-                _octal(gid, 8),
-                _octal(size, 12),
-                _octal(mtime, 12),
-                b"        ",
-                kind,
-                raw_link[:100],
-                _USTAR,
-                b"00",
-                b"",
-                b"",
-                b"0000000\0",
-                b"0000000\0",
-                b"",
-            )
+            # what does not fit is 0 or cut here: the PAX header holds it
+            uid, gid, size, mtime = _fits(uid, 8), _fits(gid, 8), _fits(size, 12), _fits(mtime, 12)
+            raw_name, raw_link = raw_name[:100], raw_link[:100]
+        # Built from parts rather than packed: this runs once per file.
+        head = raw_name.ljust(100, b"\0") + b"%07o\0%07o\0%07o\0%011o\0%011o\0" % (
+            stat.S_IMODE(st.st_mode),
+            uid,
+            gid,
+            size,
+            mtime,
         )
-        block[148:156] = b"%06o\0 " % _checksum(block)
-        self._buf += block
-        if len(self._buf) >= _COPY_SIZE:  # a tree of directories or links only
+        # The checksum counts its own field as spaces. Each part is under 256 bytes,
+        # whose sum adler32's low half gives exactly (plus one); the tail is constant.
+        total = (zlib.adler32(head) & 0xFFFF) + (zlib.adler32(raw_link) & 0xFFFF) - 2
+        buf = self._buf
+        buf += head
+        buf += b"%06o\0 " % (total + kind[0] + _TAIL_SUM)
+        buf += kind
+        buf += raw_link.ljust(100, b"\0")
+        buf += _USTAR_TAIL
+        if len(buf) >= _COPY_SIZE:  # a tree of directories or links only
             self._flush()
 
     def _pax(self, raw_name: bytes, raw_link: bytes, numbers: dict[str, int]) -> None:
@@ -777,8 +905,6 @@ class _TarWriter:
         short = False
         left = size
         while left:
-            if len(self._buf) >= _COPY_SIZE:
-                self._flush()
             try:
                 data = os.read(fd, min(left, _COPY_SIZE))
             except BlockingIOError:
@@ -789,7 +915,9 @@ class _TarWriter:
                 break
             self._buf += data
             left -= len(data)
-        self._buf += bytes(-size % BLOCK)
+            if left and len(self._buf) >= _COPY_SIZE:
+                self._flush()
+        self._buf += _ZERO_BLOCK[: -size % BLOCK]
         if len(self._buf) >= _COPY_SIZE:
             self._flush()
         return short
@@ -811,11 +939,9 @@ class _TarWriter:
 _PAX_STAT = os.stat_result((0o644, 0, 0, 0, 0, 0, 0, 0, 0, 0))
 
 
-def _octal(value: int, width: int) -> bytes:
-    """A numeric field; a value that does not fit is 0 here and given by a PAX record."""
-    if not 0 <= value < _MAX_OCTAL[width]:
-        value = 0
-    return b"%0*o\0" % (width - 1, value)
+def _fits(value: int, width: int) -> int:
+    """A numeric field's value; one that does not fit is 0 here and given by a PAX record."""
+    return value if 0 <= value < _MAX_OCTAL[width] else 0
 
 
 def _skip(stats: TarStats, logger: Logger | None, message: str, name: str) -> None:
