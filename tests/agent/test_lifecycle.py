@@ -261,7 +261,10 @@ def test_second_signal_forces_a_fast_exit(
         return 1
 
     c = make_cancellation(60, on_request=requests.append, on_force_exit=on_force_exit)
+    # what the process had: Python's handler, or SIG_IGN when started in the background
+    before = signal.getsignal(signal.SIGINT)
     assert c.install_signal_handlers()
+    assert signal.getsignal(signal.SIGINT) is not before
     os.kill(os.getpid(), signal.SIGTERM)
     time.sleep(0.05)  # the handler runs in this (main) thread between bytecodes
     assert c.requested and c.reason == "received SIGTERM"
@@ -274,7 +277,7 @@ def test_second_signal_forces_a_fast_exit(
     assert whys == ["second signal"]
     assert requests == ["received SIGTERM"]
     c.restore_signal_handlers()
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert signal.getsignal(signal.SIGINT) is before
 
 
 def test_forced_exit_does_not_wait_for_a_hanging_clean_up(
@@ -364,11 +367,11 @@ def test_signals_after_the_job_ended_are_ignored(make_cancellation: MakeCancella
     os.kill(os.getpid(), signal.SIGTERM)
     time.sleep(0.05)
     assert not c.requested
-    previous = signal.getsignal(signal.SIGTERM)
+    previous = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
     try:
         Cancellation.ignore_signals()
         assert signal.getsignal(signal.SIGTERM) is signal.SIG_IGN
         assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
     finally:
-        signal.signal(signal.SIGTERM, previous)
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, previous[0])
+        signal.signal(signal.SIGINT, previous[1])
