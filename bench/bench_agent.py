@@ -87,6 +87,19 @@ WORDS = [
 ]
 
 
+def rss_row(name: str, peak: int) -> bool:
+    """Print the row of a peak RSS (bytes) against RSS_LIMIT_MIB; whether it passed."""
+    passed = peak < RSS_LIMIT_MIB << 20
+    row(
+        name,
+        peak / (RSS_LIMIT_MIB << 20),
+        "< 1.0",
+        passed,
+        f"{peak / 2**20:.1f} MiB of {RSS_LIMIT_MIB} MiB",
+    )
+    return passed
+
+
 def make_tree(root: Path, size_mb: int, seed: int = 1) -> None:
     """``size_mb`` MiB in 4 MiB files across 16 directories: half random, half text."""
     rng = random.Random(seed)
@@ -270,15 +283,7 @@ def main() -> int:
             f"load {os.getloadavg()[0]:.1f}",
         )
         shutil.rmtree(output)
-        passed = rss < RSS_LIMIT_MIB << 20
-        missed += not passed
-        row(
-            f"fs agent peak RSS {size_mb} MiB",
-            rss / (RSS_LIMIT_MIB << 20),
-            "< 1.0",
-            passed,
-            f"{rss / 2**20:.1f} MiB of {RSS_LIMIT_MIB} MiB",
-        )
+        missed += not rss_row(f"fs agent peak RSS {size_mb} MiB", rss)
         if scale > 1:
             shutil.rmtree(source)
             big = WORK / "big"

@@ -21,9 +21,9 @@ from pathlib import Path
 
 from bench._report import row
 from bench.bench_agent import (
-    RSS_LIMIT_MIB,
     WORDS,
     fresh,
+    rss_row,
     run_agent,
     run_pipeline,
     run_restore,
@@ -82,15 +82,7 @@ def main() -> int:
                 f"load {os.getloadavg()[0]:.1f}",
             )
         for direction, peak in rss.items():
-            passed = peak < RSS_LIMIT_MIB << 20
-            missed += not passed
-            row(
-                f"tree {files} files {direction} peak RSS",
-                peak / (RSS_LIMIT_MIB << 20),
-                "< 1.0",
-                passed,
-                f"{peak / 2**20:.1f} MiB of {RSS_LIMIT_MIB} MiB",
-            )
+            missed += not rss_row(f"tree {files} files {direction} peak RSS", peak)
         if scale > 1:
             shutil.rmtree(source)
             big = WORK / "big"

@@ -32,23 +32,11 @@ from baqup_agent.testing import (
 )
 from tests.agent.sample_agent import PAYLOAD, SampleAgent
 from tests.conformance._agents import PLAIN, PLAIN_OPTIONS
+from tests.contract.test_surface import PUBLIC as SURFACE
 
 pytest_plugins = ["pytester"]
 
-PUBLIC = {
-    "AgentRun",
-    "LogCapture",
-    "RedisServer",
-    "cancel_message",
-    "free_port",
-    "job_env",
-    "parse_records",
-    "process_env",
-    "publish_output",
-    "run_agent",
-    "send_cancel",
-    "spool_messages",
-}
+PUBLIC = set(SURFACE["baqup_agent.testing"])  # pinned in tests/contract/test_surface.py
 FIXTURES = {"baqup_log", "baqup_staging", "baqup_job_env", "baqup_run", "baqup_redis"}
 
 
