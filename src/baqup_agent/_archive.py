@@ -75,6 +75,11 @@ _FILE_TYPES = {_REGULAR, _AREGULAR, _CONTIGUOUS}
 # devmajor devminor prefix (padding)
 _HEADER = struct.Struct("100s8s8s8s12s12s8sc100s6s2s32s32s8s8s155s12x")
 _USTAR = b"ustar\x00"  # POSIX; GNU tar writes b"ustar  \x00", with no prefix field
+# What ``_TarReader.small_file`` reads of a header: name, mode, size, mtime, checksum,
+# type, magic and the prefix's first byte (the other fields do not matter for a file).
+_SMALL_HEADER = struct.Struct("100s8s16x12s12s8sc100x6s82xc")
+# The largest file ``small_file`` hands over whole: beyond it, copying in pieces is as cheap.
+_SMALL = 64 << 10
 _MAX_OCTAL = {8: 8**7, 12: 8**11}  # field width -> first value that does not fit
 _MAX_OCTAL_8, _MAX_OCTAL_12 = _MAX_OCTAL[8], _MAX_OCTAL[12]
 # A header after the link name: magic, version, empty user and group names, device
@@ -301,6 +306,62 @@ class _TarReader:
             raise DataError(f"corrupt tar archive: truncated in {what}")
         return view
 
+    def _fill(self, n: int) -> bool:
+        """Make the next ``n`` bytes one view (joining chunks); False when the stream ends
+        first (what there is stays readable)."""
+        pieces: list[bytes | memoryview] = [self._buf[self._pos :]]
+        have = len(pieces[0])
+        while have < n:
+            chunk = self._read()
+            if not chunk:
+                break
+            pieces.append(chunk)
+            have += len(chunk)
+        self._buf, self._pos = memoryview(b"".join(pieces)), 0
+        return have >= n
+
+    def small_file(self) -> tuple[str, int, int, memoryview] | None:
+        """The next member, consumed, as (name, mode, mtime, data) when it is the usual
+        one: a file of at most ``_SMALL`` bytes in one valid ustar header, no extended
+        header before it. Anything else gives None and is left for ``next``, which
+        decides (and words the errors). One call where ``next`` and ``copy`` make a dozen:
+        per small file, Python's calls cost more than the syscalls (docs/output.md)."""
+        if len(self._buf) - self._pos < BLOCK and not self._fill(BLOCK):
+            return None
+        buf, pos = self._buf, self._pos
+        name, mode, size, mtime, stored, kind, magic, prefix = _SMALL_HEADER.unpack_from(buf, pos)
+        if kind not in _FILE_TYPES or (magic == _USTAR and prefix != b"\0") or self._global:
+            return None
+        try:
+            length = int(size.rstrip(b"\0 "), 8)
+            checksum = int(stored.rstrip(b"\0 "), 8)
+            mode_bits, seconds = int(mode.rstrip(b"\0 "), 8), int(mtime.rstrip(b"\0 "), 8)
+        except ValueError:
+            return None
+        # adler32's low half is 1 + the sum of the bytes (see _checksum); the checksum
+        # field counts as 8 spaces
+        if (
+            not 0 <= length <= _SMALL
+            or checksum
+            != (zlib.adler32(buf[pos : pos + 256]) & 0xFFFF)
+            + (zlib.adler32(buf[pos + 256 : pos + BLOCK]) & 0xFFFF)
+            - (zlib.adler32(stored) & 0xFFFF)
+            + 255
+        ):
+            return None
+        raw = name.split(b"\0", 1)[0]
+        if not raw or raw.endswith(b"/"):
+            return None
+        end = pos + BLOCK + length + -length % BLOCK
+        if end > len(buf):
+            if not self._fill(end - pos):
+                return None
+            buf, pos, end = self._buf, 0, end - pos
+        self._pos = end
+        self.offset += end - pos
+        data = buf[pos + BLOCK : pos + BLOCK + length]
+        return raw.decode(_FS_ENCODING, _FS_ERRORS), mode_bits, seconds, data
+
     def next(self) -> _Member | None:
         """The next member, or None at the end-of-archive block."""
         pax: dict[str, str] = dict(self._global)
@@ -470,6 +531,10 @@ def extract_tar(
         while True:
             if checkpoint is not None:
                 checkpoint()
+            small = reader.small_file()
+            if small is not None:
+                extractor.extract_small(reader, small)
+                continue
             member = reader.next()
             if member is None:
                 break
@@ -499,13 +564,43 @@ class _Extractor:
         # checked directory prefixes of names: "a/b/" -> (("a", "b"), encoded length)
         self._heads: dict[str, tuple[tuple[str, ...], int]] = {}
         self._umask = _umask()
+        # The directory of the last file the general path wrote, for ``extract_small``:
+        # its name's head as written ("a/b/"), its fd (one of _dirs, or the root), and
+        # the longest name that fits in it (NAME_MAX and PATH_MAX).
+        self._fast_head: str | None = None
+        self._fast_fd = self._root_fd
+        self._fast_room = 0
 
     def close(self) -> None:
+        self._fast_head = None
         for fd in self._dirs.values():
             os.close(fd)
         self._dirs.clear()
         self._last = None
         os.close(self._root_fd)
+
+    def extract_small(self, reader: _TarReader, small: tuple[str, int, int, memoryview]) -> None:
+        """Extract a file ``_TarReader.small_file`` gave. In the directory of the file
+        before (an archive lists a directory's files together) with a plain ASCII name,
+        it is written here, with the general path's syscalls and checks; anything else
+        (another directory, a name to check, an entry to replace) takes ``extract``."""
+        name, mode, mtime, data = small
+        base = name.rpartition("/")[2]
+        if (
+            name[: len(name) - len(base)] != self._fast_head
+            or base in (".", "..")  # (O_EXCL would refuse them too: they always exist)
+            or not base.isascii()  # then its length in bytes is len(base)
+            or len(base) > self._fast_room
+        ):
+            self.extract(reader, _Member(name, _REGULAR, "", len(data), mode, mtime), data)
+            return
+        mode = file_mode(mode)
+        try:
+            fd = os.open(base, _CREATE_FLAGS, mode, dir_fd=self._fast_fd)
+        except OSError:  # an entry to replace, or a refusal the general path words
+            self.extract(reader, _Member(name, _REGULAR, "", len(data), mode, mtime), data)
+            return
+        self._fill(fd, mode, mtime, len(data), data)
 
     def _parts(self, name: str) -> tuple[str, ...]:
         """``relative_parts(name)``; the checks of a directory already seen are not
@@ -526,7 +621,8 @@ class _Extractor:
             self._heads[head] = (dir_parts, sum(len(os.fsencode(p)) + 1 for p in dir_parts))
         return parts
 
-    def extract(self, reader: _TarReader, member: _Member) -> None:
+    def extract(self, reader: _TarReader, member: _Member, data: memoryview | None = None) -> None:
+        """Extract ``member``; a file's bytes are ``data`` if given, else read from ``reader``."""
         parts = self._parts(member.name)
         kind = member.type
         if not (kind in _FILE_TYPES or kind in (_DIRECTORY, _SYMLINK, _HARDLINK)):
@@ -552,7 +648,8 @@ class _Extractor:
             elif kind == _HARDLINK:
                 self._hardlink(parent, parts, member)
             else:
-                self._file(parent, name, reader, member)
+                self._file(parent, name, reader, member, data)
+                self._remember(member.name, parts, parent)
         except OSError as exc:
             if exc.errno in _NAME_ERRNOS:
                 raise DataError(f"refused entry {member.name!r}: {exc.strerror}") from None
@@ -574,27 +671,57 @@ class _Extractor:
             os.close(fd)
         self.stats.directories += 1
 
-    def _file(self, parent: int, name: str, reader: _TarReader, member: _Member) -> None:
+    def _remember(self, name: str, parts: tuple[str, ...], parent: int) -> None:
+        """Make ``parent``, the checked directory of file ``name``, the one
+        ``extract_small`` writes into."""
+        base = name.rpartition("/")[2]
+        if parts[-1] == base:
+            self._fast_head, self._fast_fd = name[: len(name) - len(base)], parent
+            used = sum(len(os.fsencode(part)) + 1 for part in parts[:-1])
+            self._fast_room = min(NAME_MAX, PATH_MAX - used - 1)
+
+    def _file(
+        self, parent: int, name: str, reader: _TarReader, member: _Member, data: memoryview | None
+    ) -> None:
         mode = file_mode(member.mode)
         try:
             fd = os.open(name, _CREATE_FLAGS, mode, dir_fd=parent)
         except FileExistsError:
             self._clear(parent, name, member)
             fd = os.open(name, _CREATE_FLAGS, mode, dir_fd=parent)
+        self._fill(fd, mode, member.mtime, member.size, data, reader, member.name)
+
+    def _fill(
+        self,
+        fd: int,
+        mode: int,
+        mtime: float,
+        size: int,
+        data: memoryview | None,
+        reader: _TarReader | None = None,
+        name: str = "",
+    ) -> None:
+        """Write a new file's ``size`` bytes (``data``, else the member's from ``reader``),
+        its mode where the umask took bits the archive gives, and its mtime; close it."""
         try:
-            reader.copy(fd, member.size, member.name)
-            if mode & self._umask:  # the umask took bits the archive gives
+            if data is None:
+                assert reader is not None
+                reader.copy(fd, size, name)
+            else:
+                while data:
+                    data = data[os.write(fd, data) :]
+            if mode & self._umask:
                 os.fchmod(fd, mode)
             # an out-of-range time is not worth failing the restore for; try, not
             # contextlib.suppress, which costs more than the syscall per file
             try:  # noqa: SIM105
-                os.utime(fd, (member.mtime, member.mtime))
+                os.utime(fd, (mtime, mtime))
             except (OverflowError, ValueError, OSError):
                 pass
         finally:
             os.close(fd)
         self.stats.files += 1
-        self.stats.bytes += member.size
+        self.stats.bytes += size
 
     def _hardlink(self, parent: int, parts: tuple[str, ...], member: _Member) -> None:
         source = relative_parts(member.linkname)
@@ -668,7 +795,10 @@ class _Extractor:
                 os.close(fd)
             raise
         if len(self._dirs) >= _DIR_CACHE:
-            os.close(self._dirs.pop(next(iter(self._dirs))))
+            evicted = self._dirs.pop(next(iter(self._dirs)))
+            if evicted == self._fast_fd:
+                self._fast_head = None
+            os.close(evicted)
         self._dirs[parts] = fd
         self._last = parts
         return fd
