@@ -10,9 +10,6 @@ Restore extracts the verified archive into BAQUP_FS_TARGET; no entry can escape 
 
 from __future__ import annotations
 
-import os
-import stat
-import tarfile
 from dataclasses import asdict
 from pathlib import Path
 
@@ -20,27 +17,6 @@ from baqup_agent import Agent, Context, ResourceUnavailable
 
 ARTIFACT = "files.tar.zst"
 METADATA_SCHEMA = Path(__file__).with_name("source-metadata-schema.json")
-
-
-def tree_size(root: Path) -> tuple[int, int]:
-    """(entries, bytes of the tar stream) of the tree below ``root``.
-
-    A tar stream has a 512-byte header per entry, file data padded to 512 bytes, two
-    end blocks, all padded to tar's 10 KiB record: progress counts those bytes, so this
-    is its total (exact unless names need PAX headers or files are hard-linked).
-    """
-    entries, size = 0, 2 * tarfile.BLOCKSIZE
-    folders = [str(root)]
-    while folders:  # scandir's entries stat without joining paths in Python: one pass is cheap
-        with os.scandir(folders.pop()) as listing:
-            for entry in listing:
-                st = entry.stat(follow_symlinks=False)
-                entries += 1
-                data = st.st_size if stat.S_ISREG(st.st_mode) else 0
-                size += tarfile.BLOCKSIZE + -(-data // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE
-                if stat.S_ISDIR(st.st_mode):
-                    folders.append(entry.path)
-    return entries, -(-size // tarfile.RECORDSIZE) * tarfile.RECORDSIZE
 
 
 class FilesystemAgent(Agent):
@@ -54,11 +30,10 @@ class FilesystemAgent(Agent):
         source = Path(ctx.config["BAQUP_FS_SOURCE"])
         if not source.is_dir():
             raise ResourceUnavailable(f"source directory {source} does not exist")
-        entries, size = tree_size(source)  # totals first, so progress has a percentage
-        ctx.set_totals(bytes=size, items=entries)
         level, threads = ctx.config["BAQUP_FS_ZSTD_LEVEL"], ctx.config["BAQUP_FS_THREADS"]
         with ctx.artifact(ARTIFACT, level=level, threads=threads, count_progress=True) as out:
-            stats = ctx.create_tar(out, source)
+            # totals=True: the tree is counted on another core, for a percentage
+            stats = ctx.create_tar(out, source, totals=True)
         # Restore reads these back for its progress totals.
         ctx.source_metadata.update(source=str(source), tar_bytes=out.bytes_in, **asdict(stats))
 

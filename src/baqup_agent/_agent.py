@@ -51,6 +51,9 @@ if TYPE_CHECKING:
 PROGRESS_INTERVAL = 1.0
 """Seconds, at least, between two progress messages sent by ``Context.progress``."""
 _ITEM_BATCH = 256  # tar entries counted as progress at once
+# Seconds create_tar(totals=True) waits, after the archive, for a count still running
+# (a small tree: the child's start-up is most of it), so that the totals are set.
+_COUNT_WAIT = 5.0
 
 
 class Agent:
@@ -291,12 +294,26 @@ class Context:
             progress=self._progress if count_progress else None,
         )
 
-    def create_tar(self, fileobj: ByteSink, root: str | os.PathLike[str]) -> TarStats:
+    def create_tar(
+        self, fileobj: ByteSink, root: str | os.PathLike[str], *, totals: bool = False
+    ) -> TarStats:
         """Write the tree at ``root`` as a tar stream into ``fileobj`` (an artifact writer,
         or any binary file), never following symlinks; each entry is a checkpoint and
-        counts as an item (added to the progress in batches)."""
-        from baqup_agent._archive import create_tar
+        counts as an item (added to the progress in batches).
 
+        ``totals``: also count the tree (entries, and the bytes of its tar stream) in a
+        child process, on another core while the archive is written, and set them as
+        the progress totals once known: a percentage without a walk before the work
+        (docs/output.md). Without a child (it cannot start, or fails) there are no totals."""
+        from baqup_agent._archive import create_tar
+        from baqup_agent._tar_size import TreeCount
+
+        count: TreeCount | None = None
+        if totals:
+            try:
+                count = TreeCount(root)
+            except OSError as exc:
+                self.logger.debug("no progress totals: cannot count the tree", error=str(exc))
         entries = 0  # counted as progress in batches: per entry it costs what a small file does
 
         def each_entry() -> None:
@@ -306,11 +323,21 @@ class Context:
             if entries == _ITEM_BATCH:
                 self.progress(items=entries)
                 entries = 0
+                found = count.poll() if count is not None else None
+                if found is not None:
+                    self.set_totals(items=found[0], bytes=found[1])
 
         try:
-            return create_tar(fileobj, root, logger=self.logger, checkpoint=each_entry)
+            stats = create_tar(fileobj, root, logger=self.logger, checkpoint=each_entry)
+            if count is not None:  # a tree archived faster than counted is a small one
+                found = count.wait(_COUNT_WAIT)
+                if found is not None:
+                    self.set_totals(items=found[0], bytes=found[1])
+            return stats
         finally:
             self.progress(items=entries)
+            if count is not None:
+                count.close()
 
     def fail_artifact(self, filename: str, error: BaseException | str) -> None:
         """Record that one artifact failed: the others are still published, exit 76."""

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING
 
 from baqup_agent._errors import DataError
 from baqup_agent._paths import NAME_MAX, PATH_MAX, relative_parts
+from baqup_agent._tar_size import BLOCK, MAX_OCTAL, RECORD, USTAR_FIELD, pax_record
 
 if TYPE_CHECKING:
     from baqup_agent._artifacts import ByteSink, ByteSource
@@ -61,8 +62,6 @@ _MAX_HEADER_CHAIN = 8
 
 # -- the format: POSIX.1-2001 ustar headers and PAX records ------------------------------
 
-BLOCK = 512
-RECORD = 20 * BLOCK  # archives are padded to whole records, as tar and tarfile do
 _ZERO_BLOCK = bytes(BLOCK)
 _NO_BYTES = memoryview(b"")
 _REGULAR, _AREGULAR, _CONTIGUOUS = b"0", b"\0", b"7"
@@ -80,8 +79,7 @@ _USTAR = b"ustar\x00"  # POSIX; GNU tar writes b"ustar  \x00", with no prefix fi
 _SMALL_HEADER = struct.Struct("100s8s16x12s12s8sc100x6s82xc")
 # The largest file ``small_file`` hands over whole: beyond it, copying in pieces is as cheap.
 _SMALL = 64 << 10
-_MAX_OCTAL = {8: 8**7, 12: 8**11}  # field width -> first value that does not fit
-_MAX_OCTAL_8, _MAX_OCTAL_12 = _MAX_OCTAL[8], _MAX_OCTAL[12]
+_MAX_OCTAL_8, _MAX_OCTAL_12 = MAX_OCTAL[8], MAX_OCTAL[12]
 # A header after the link name: magic, version, empty user and group names, device
 # numbers 0, no prefix, padding. Its bytes' sum and 8 spaces (the checksum field, as
 # the checksum counts it) are added to the checksum of every header built.
@@ -136,15 +134,6 @@ def _pax_records(data: bytes) -> dict[str, str]:
         records[os.fsdecode(data[space + 1 : equals])] = os.fsdecode(data[equals + 1 : end - 1])
         pos = end
     return records
-
-
-def _pax_record(key: str, value: bytes) -> bytes:
-    """One PAX record; its length counts its own digits."""
-    body = b" %s=%s\n" % (key.encode(), value)
-    length = len(body) + 1
-    while len(str(length)) + len(body) != length:
-        length += 1
-    return b"%d%s" % (length, body)
 
 
 class _Member:
@@ -976,8 +965,8 @@ class _TarWriter:
         raw_link = linkname.encode("utf-8", "surrogateescape")
         uid, gid, mtime = st.st_uid, st.st_gid, int(st.st_mtime)
         if not (
-            len(raw_name) <= 100
-            and len(raw_link) <= 100
+            len(raw_name) <= USTAR_FIELD
+            and len(raw_link) <= USTAR_FIELD
             and raw_name.isascii()
             and raw_link.isascii()
             and 0 <= uid < _MAX_OCTAL_8
@@ -988,9 +977,9 @@ class _TarWriter:
             self._pax(raw_name, raw_link, {"uid": uid, "gid": gid, "size": size, "mtime": mtime})
             # what does not fit is 0 or cut here: the PAX header holds it
             uid, gid, size, mtime = _fits(uid, 8), _fits(gid, 8), _fits(size, 12), _fits(mtime, 12)
-            raw_name, raw_link = raw_name[:100], raw_link[:100]
+            raw_name, raw_link = raw_name[:USTAR_FIELD], raw_link[:USTAR_FIELD]
         # Built from parts rather than packed: this runs once per file.
-        head = raw_name.ljust(100, b"\0") + b"%07o\0%07o\0%07o\0%011o\0%011o\0" % (
+        head = raw_name.ljust(USTAR_FIELD, b"\0") + b"%07o\0%07o\0%07o\0%011o\0%011o\0" % (
             stat.S_IMODE(st.st_mode),
             uid,
             gid,
@@ -1004,7 +993,7 @@ class _TarWriter:
         buf += head
         buf += b"%06o\0 " % (total + kind[0] + _TAIL_SUM)
         buf += kind
-        buf += raw_link.ljust(100, b"\0")
+        buf += raw_link.ljust(USTAR_FIELD, b"\0")
         buf += _USTAR_TAIL
         if len(buf) >= _COPY_SIZE:  # a tree of directories or links only
             self._flush()
@@ -1012,18 +1001,18 @@ class _TarWriter:
     def _pax(self, raw_name: bytes, raw_link: bytes, numbers: dict[str, int]) -> None:
         """Append a PAX header with the fields the ustar header cannot hold."""
         records = [
-            _pax_record(key, b"%d" % value)
+            pax_record(key, b"%d" % value)
             for key, value in numbers.items()
-            if not 0 <= value < _MAX_OCTAL[12 if key in ("size", "mtime") else 8]
+            if not 0 <= value < MAX_OCTAL[12 if key in ("size", "mtime") else 8]
         ]
         for key, value in (("path", raw_name), ("linkpath", raw_link)):
-            if len(value) > 100 or not value.isascii():
-                records.append(_pax_record(key, value))
+            if len(value) > USTAR_FIELD or not value.isascii():
+                records.append(pax_record(key, value))
         try:
             raw_name.decode() + raw_link.decode()
         except UnicodeDecodeError:
             # names that are not UTF-8 are stored as their bytes (POSIX hdrcharset)
-            records.insert(0, _pax_record("hdrcharset", b"BINARY"))
+            records.insert(0, pax_record("hdrcharset", b"BINARY"))
         data = b"".join(records)
         self.header("././@PaxHeader", _PAX, _PAX_STAT, size=len(data))
         self._buf += data
@@ -1071,7 +1060,7 @@ _PAX_STAT = os.stat_result((0o644, 0, 0, 0, 0, 0, 0, 0, 0, 0))
 
 def _fits(value: int, width: int) -> int:
     """A numeric field's value; one that does not fit is 0 here and given by a PAX record."""
-    return value if 0 <= value < _MAX_OCTAL[width] else 0
+    return value if 0 <= value < MAX_OCTAL[width] else 0
 
 
 def _skip(stats: TarStats, logger: Logger | None, message: str, name: str) -> None:

@@ -77,9 +77,12 @@ def test_filesystem_round_trip_is_byte_identical(tree: Path, tmp_path: Path) -> 
         msgs = events(staging, job)
         assert assert_legal_states(msgs)[-1].value == "terminated"
         assert the_result(msgs)["exit_code"] == 0
-    heartbeats = [m for m in events(staging, "r1") if m["type"] in ("heartbeat", "progress")]
-    last = heartbeats[-1]["progress"]
-    assert last["bytes_done"] == last["bytes_total"] == meta["tar_bytes"]
+    entries = sum(meta[kind] for kind in ("files", "directories", "symlinks", "hardlinks"))
+    for job in ("b1", "r1"):  # backup: counted by create_tar(totals=True) in a child
+        beats = [m for m in events(staging, job) if m["type"] in ("heartbeat", "progress")]
+        last = beats[-1]["progress"]
+        assert last["bytes_done"] == last["bytes_total"] == meta["tar_bytes"]
+        assert last["items_done"] == last["items_total"] == entries
 
 
 def test_filesystem_artifact_passes_outside_tools(tree: Path, tmp_path: Path) -> None:

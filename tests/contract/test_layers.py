@@ -37,6 +37,7 @@ LAYERS: list[tuple[str, list[str]]] = [
             "baqup_agent._durable",
             "baqup_agent._paths",
             "baqup_agent._checksum",
+            "baqup_agent._tar_size",
             "baqup_agent._keys",
             "baqup_agent._config",
         ],

@@ -24,8 +24,9 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from baqup_agent._archive import _SMALL, BLOCK, _Extractor, _TarReader, extract_tar
+from baqup_agent._archive import _SMALL, _Extractor, _TarReader, extract_tar
 from baqup_agent._errors import DataError
+from baqup_agent._tar_size import BLOCK
 from tests.output.test_archive_roundtrip import snapshot
 
 SEGMENTS = st.sampled_from(["a", "b", "c", "d", "é", "..", ".", "", "x" * 120, "y" * 256])

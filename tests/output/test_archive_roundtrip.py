@@ -24,8 +24,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from baqup_agent._archive import BLOCK, RECORD, create_tar, extract_tar
+from baqup_agent._archive import create_tar, extract_tar
 from baqup_agent._errors import Cancelled, DataError
+from baqup_agent._tar_size import BLOCK, RECORD
 from tests.conftest import require_binary
 
 TREES = settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
