@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import stat
-import tarfile
 from dataclasses import asdict
 from pathlib import Path
 
@@ -20,6 +19,10 @@ from baqup_agent import Agent, Context, ResourceUnavailable
 
 ARTIFACT = "files.tar.zst"
 METADATA_SCHEMA = Path(__file__).with_name("source-metadata-schema.json")
+# tar's format (POSIX ustar), which no schema holds: literals, so that the agent's start
+# does not pay for importing tarfile (and shutil, bz2, lzma) for two numbers
+BLOCKSIZE = 512
+RECORDSIZE = 20 * BLOCKSIZE
 
 
 def tree_size(root: Path) -> tuple[int, int]:
@@ -29,7 +32,7 @@ def tree_size(root: Path) -> tuple[int, int]:
     end blocks, all padded to tar's 10 KiB record: progress counts those bytes, so this
     is its total (exact unless names need PAX headers or files are hard-linked).
     """
-    entries, size = 0, 2 * tarfile.BLOCKSIZE
+    entries, size = 0, 2 * BLOCKSIZE
     folders = [str(root)]
     while folders:  # scandir's entries stat without joining paths in Python: one pass is cheap
         with os.scandir(folders.pop()) as listing:
@@ -37,10 +40,10 @@ def tree_size(root: Path) -> tuple[int, int]:
                 st = entry.stat(follow_symlinks=False)
                 entries += 1
                 data = st.st_size if stat.S_ISREG(st.st_mode) else 0
-                size += tarfile.BLOCKSIZE + -(-data // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE
+                size += BLOCKSIZE + -(-data // BLOCKSIZE) * BLOCKSIZE
                 if stat.S_ISDIR(st.st_mode):
                     folders.append(entry.path)
-    return entries, -(-size // tarfile.RECORDSIZE) * tarfile.RECORDSIZE
+    return entries, -(-size // RECORDSIZE) * RECORDSIZE
 
 
 class FilesystemAgent(Agent):
