@@ -5,9 +5,9 @@ from __future__ import annotations
 from enum import Enum
 from typing import Annotated, Any, Literal
 
-from baqup_schema._base import ContractModel
+from baqup_schema._base import ContractModel, ContractRootModel
 from baqup_schema._types import MessageId, Timestamp, UtcTimestamp
-from pydantic import ConfigDict, Field, RootModel
+from pydantic import ConfigDict, Field
 
 from . import agent_state, common
 from . import exit_code as exit_code_1
@@ -261,7 +261,7 @@ class Cancel(ContractModel):
     reason: Annotated[str | None, Field(max_length=4096)] = None
 
 
-class BusMessage(RootModel[StateChange | Heartbeat | ProgressUpdate | Result | Cancel]):
+class BusMessage(ContractRootModel[StateChange | Heartbeat | ProgressUpdate | Result | Cancel]):
     root: Annotated[
         StateChange | Heartbeat | ProgressUpdate | Result | Cancel,
         Field(

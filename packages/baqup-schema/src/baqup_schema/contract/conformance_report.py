@@ -5,8 +5,8 @@ from __future__ import annotations
 from enum import Enum
 from typing import Annotated, Any
 
-from baqup_schema._base import ContractModel
-from pydantic import ConfigDict, Field, RootModel
+from baqup_schema._base import ContractModel, ContractRootModel
+from pydantic import ConfigDict, Field
 
 
 class ConformanceVerdict(str, Enum):
@@ -25,7 +25,7 @@ class ConformanceVerdict(str, Enum):
         return format(self.value, format_spec)
 
 
-class ConformanceRuleId(RootModel[str]):
+class ConformanceRuleId(ContractRootModel[str]):
     root: Annotated[str, Field(examples=["§3.6"], pattern="^§[0-9]+\\.[0-9]+$")]
     """
     A rule of docs/contract.md: section and rule number.
