@@ -189,7 +189,7 @@ def _defer_root_models(out: Path) -> None:
         if imports != 1 or _BASE_IMPORT not in text:
             raise SystemExit(f"{path.name}: root model imports not as expected")
         text = text.replace(_ROOT_BASE, "(ContractRootModel[").replace(
-            _BASE_IMPORT, "from baqup_schema._base import ContractModel, ContractRootModel\n"
+            _BASE_IMPORT, _BASE_IMPORT + "from baqup_schema._root_model import ContractRootModel\n"
         )
         path.write_text(text, encoding="utf-8")
 

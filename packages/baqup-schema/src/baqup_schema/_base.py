@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any, Generic
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, RootModel, ValidationInfo, model_validator
-from pydantic.root_model import RootModelRootType
+from pydantic import BaseModel, ConfigDict, ValidationInfo, model_validator
 
 
 class ContractModel(BaseModel):
@@ -53,15 +52,3 @@ class ContractModel(BaseModel):
                 need = "required" if required else "not allowed"
                 raise ValueError(f"{other} is {need} when {field} is {getattr(self, field)}")
         return self
-
-
-class ContractRootModel(RootModel[RootModelRootType], Generic[RootModelRootType]):
-    """Base class of the generated root models (``BusMessage``: the union of messages).
-
-    Only ``defer_build``: parametrizing pydantic's ``RootModel`` makes a class with
-    RootModel's own configuration, whose whole union schema would be built at import
-    (milliseconds of every agent's start); here it is built on first use, as the
-    ``ContractModel`` classes are. The members keep their own (strict) configuration.
-    """
-
-    model_config = ConfigDict(defer_build=True)

@@ -3,7 +3,8 @@
 from enum import Enum
 from typing import Annotated, Any, Literal
 
-from baqup_schema._base import ContractModel, ContractRootModel
+from baqup_schema._base import ContractModel
+from baqup_schema._root_model import ContractRootModel
 from baqup_schema._types import MessageId, Timestamp, UtcTimestamp
 from pydantic import ConfigDict, Field
 

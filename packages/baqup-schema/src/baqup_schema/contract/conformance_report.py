@@ -3,7 +3,8 @@
 from enum import Enum
 from typing import Annotated, Any
 
-from baqup_schema._base import ContractModel, ContractRootModel
+from baqup_schema._base import ContractModel
+from baqup_schema._root_model import ContractRootModel
 from pydantic import ConfigDict, Field
 
 
