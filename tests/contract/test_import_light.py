@@ -65,6 +65,15 @@ def test_enums_do_not_need_pydantic(code: str) -> None:
     assert not {m for m in loaded if m.split(".")[0] in ("pydantic", "pydantic_core")}
 
 
+def test_models_load_no_pydantic_plugins() -> None:
+    """Importing models builds no validator, so pydantic's plugin loader (which imports
+    ``importlib.metadata`` and scans every installed distribution) is not loaded, nor
+    ``RootModel``, whose class is built as its module is imported."""
+    loaded = _loaded("from baqup_agent import ExitCode, AgentState, LogLevel, Manifest, Artifact")
+    assert "pydantic.main" in loaded  # the probe sees real models
+    assert not loaded & {"importlib.metadata", "pydantic.plugin._loader", "pydantic.root_model"}
+
+
 def _job_loads(env: dict[str, str]) -> dict[str, object]:
     done = subprocess.run(
         [sys.executable, "-c", _JOB_PROBE, str(FS_AGENT)],
