@@ -23,6 +23,7 @@ import ast
 import difflib
 import filecmp
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -167,6 +168,32 @@ def _environment() -> jinja2.Environment:
     return env
 
 
+_ROOT_BASE = "(RootModel["
+_PYDANTIC_ROOT_IMPORT = re.compile(r"^(from pydantic import .+), RootModel$", re.MULTILINE)
+_BASE_IMPORT = "from baqup_schema._base import ContractModel\n"
+
+
+def _defer_root_models(out: Path) -> None:
+    """Give the generated root models ``ContractRootModel`` as their base.
+
+    The generator names pydantic's ``RootModel`` for every root model and lets no option
+    change it; parametrizing that builds the whole schema at import, which every agent's
+    start would pay (``ContractRootModel`` builds on first use). Fails when the
+    generator's output no longer has the shape this rewrite expects.
+    """
+    for path in sorted(out.glob("*.py")):
+        text = path.read_text(encoding="utf-8")
+        if _ROOT_BASE not in text:
+            continue
+        text, imports = _PYDANTIC_ROOT_IMPORT.subn(r"\1", text)
+        if imports != 1 or _BASE_IMPORT not in text:
+            raise SystemExit(f"{path.name}: root model imports not as expected")
+        text = text.replace(_ROOT_BASE, "(ContractRootModel[").replace(
+            _BASE_IMPORT, _BASE_IMPORT + "from baqup_schema._root_model import ContractRootModel\n"
+        )
+        path.write_text(text, encoding="utf-8")
+
+
 def generate(out: Path) -> None:
     """Write the whole generated package into ``out`` (which must not exist)."""
     with tempfile.TemporaryDirectory() as tmp:
@@ -178,6 +205,7 @@ def generate(out: Path) -> None:
             check=True,
             capture_output=True,
         )
+    _defer_root_models(out)
     env = _environment()
     rendered = {
         "tables.py": ("tables.py.jinja2", _tables_context()),

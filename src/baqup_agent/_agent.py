@@ -390,16 +390,19 @@ def run(
 ) -> NoReturn:
     """Run one job with ``agent`` as configured by the environment, then exit the process
     with the job's exit code."""
-    from baqup_agent._usage import UsageParser
-
     cls = agent if isinstance(agent, type) else type(agent)
-    parser = UsageParser(
-        prog=cls.agent_name(),
-        description=f"baqup agent {cls.agent_name()} {cls.version}: runs one backup or "
-        "restore job configured by BAQUP_* environment variables.",
-    )
-    parser.add_argument("--version", action="version", version=f"{cls.agent_name()} {cls.version}")
-    parser.parse_args(argv)  # only --help and --version; a usage error exits 64
+    args = sys.argv[1:] if argv is None else argv
+    if args:  # only --help and --version exist: a job has no arguments, argparse stays unloaded
+        from baqup_agent._usage import UsageParser
+
+        parser = UsageParser(
+            prog=cls.agent_name(),
+            description=f"baqup agent {cls.agent_name()} {cls.version}: runs one backup or "
+            "restore job configured by BAQUP_* environment variables.",
+        )
+        version = f"{cls.agent_name()} {cls.version}"
+        parser.add_argument("--version", action="version", version=version)
+        parser.parse_args(args)  # a usage error exits 64
     supervise_if_pid1()  # PID 1 of a container: an init forwards signals and reaps
     code = run_job(
         agent, environ=environ, restore_signals=False, route_python_output=cls.route_python_output

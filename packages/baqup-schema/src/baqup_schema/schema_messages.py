@@ -8,7 +8,6 @@ values rather than the instance's, and never quotes a secret (``writeOnly``) val
 
 from __future__ import annotations
 
-import difflib
 import json
 import re
 from collections.abc import Collection, Iterator, Sequence
@@ -96,6 +95,8 @@ def top_variable(path: str) -> str:
 
 def did_you_mean(name: str, known: Sequence[str]) -> str:
     """`` (did you mean X?)`` for the closest of ``known``, or an empty string."""
+    import difflib  # only for a misspelt variable: most starts never need it
+
     close = difflib.get_close_matches(name, known, n=1, cutoff=0.75)
     return f" (did you mean {close[0]}?)" if close else ""
 
