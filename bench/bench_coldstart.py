@@ -6,10 +6,8 @@ the least any pydantic-based agent imports. Report-only rows (what an agent auth
 feels; the import rows of bench_import hold the targets): the median of BENCH_REPEAT
 runs (default 5).
 
-Both interpreters run with their bytecode cached (a private ``PYTHONPYCACHEPREFIX``,
-filled by one unmeasured run each), as an installed agent starts: pip compiles a wheel's
-modules, whereas under ``PYTHONDONTWRITEBYTECODE`` this checkout's editable SDK would be
-compiled from source at every start while pydantic's installed bytecode is used.
+Both interpreters run with their bytecode cached (``bench_agent.python_env``), filled by
+one unmeasured run each.
 """
 
 from __future__ import annotations
@@ -23,27 +21,16 @@ import time
 from pathlib import Path
 
 from bench._report import row
-from bench.bench_agent import AGENT
+from bench.bench_agent import AGENT, python_env
 
 WORK = Path(__file__).resolve().parent / ".work" / "coldstart"
 PEER = "from pydantic import BaseModel"
 _POLL = 0.001
 
 
-def _python_env() -> dict[str, str]:
-    """The environment both interpreters start with: no BAQUP_* variable, bytecode cached."""
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith("BAQUP_") and k != "PYTHONDONTWRITEBYTECODE"
-    }
-    env["PYTHONPYCACHEPREFIX"] = str(WORK / "pycache")
-    return env
-
-
 def _agent_start(source: Path, staging: Path, job_id: str) -> tuple[float, float]:
     """Seconds from exec to the ``job started`` line, and to the first heartbeat."""
-    env = _python_env()
+    env = python_env()
     env.update(
         BAQUP_JOB_ID=job_id,
         BAQUP_AGENT_ID="bench",
@@ -77,7 +64,7 @@ def _agent_start(source: Path, staging: Path, job_id: str) -> tuple[float, float
 
 def _peer() -> float:
     t0 = time.perf_counter()
-    subprocess.run([sys.executable, "-c", PEER], env=_python_env(), check=True)
+    subprocess.run([sys.executable, "-c", PEER], env=python_env(), check=True)
     return time.perf_counter() - t0
 
 
