@@ -309,7 +309,7 @@ class _TarReader:
         self._buf, self._pos = memoryview(b"".join(pieces)), 0
         return have >= n
 
-    def small_file(self) -> tuple[str, int, int, memoryview] | None:
+    def small_file(self) -> tuple[bytes, int, int, memoryview] | None:
         """The next member, consumed, as (name, mode, mtime, data) when it is the usual
         one: a file of at most ``_SMALL`` bytes in one valid ustar header, no extended
         header before it. Anything else gives None and is left for ``next``, which
@@ -349,7 +349,7 @@ class _TarReader:
         self._pos = end
         self.offset += end - pos
         data = buf[pos + BLOCK : pos + BLOCK + length]
-        return raw.decode(_FS_ENCODING, _FS_ERRORS), mode_bits, seconds, data
+        return raw, mode_bits, seconds, data
 
     def next(self) -> _Member | None:
         """The next member, or None at the end-of-archive block."""
@@ -554,9 +554,9 @@ class _Extractor:
         self._heads: dict[str, tuple[tuple[str, ...], int]] = {}
         self._umask = _umask()
         # The directory of the last file the general path wrote, for ``extract_small``:
-        # its name's head as written ("a/b/"), its fd (one of _dirs, or the root), and
+        # its name's head as bytes (b"a/b/"), its fd (one of _dirs, or the root), and
         # the longest name that fits in it (NAME_MAX and PATH_MAX).
-        self._fast_head: str | None = None
+        self._fast_head: bytes | None = None
         self._fast_fd = self._root_fd
         self._fast_room = 0
 
@@ -568,28 +568,34 @@ class _Extractor:
         self._last = None
         os.close(self._root_fd)
 
-    def extract_small(self, reader: _TarReader, small: tuple[str, int, int, memoryview]) -> None:
+    def extract_small(self, reader: _TarReader, small: tuple[bytes, int, int, memoryview]) -> None:
         """Extract a file ``_TarReader.small_file`` gave. In the directory of the file
-        before (an archive lists a directory's files together) with a plain ASCII name,
-        it is written here, with the general path's syscalls and checks; anything else
-        (another directory, a name to check, an entry to replace) takes ``extract``."""
-        name, mode, mtime, data = small
-        base = name.rpartition("/")[2]
+        before (an archive lists a directory's files together), it is written here, with
+        the general path's syscalls and checks, its name as bytes (as they will be on
+        disk: their length is what NAME_MAX and PATH_MAX count); anything else (another
+        directory, a name to check, an entry to replace) takes ``extract``."""
+        raw, mode, mtime, data = small
+        base = raw.rpartition(b"/")[2]
         if (
-            name[: len(name) - len(base)] != self._fast_head
-            or base in (".", "..")  # (O_EXCL would refuse them too: they always exist)
-            or not base.isascii()  # then its length in bytes is len(base)
+            raw[: len(raw) - len(base)] != self._fast_head
+            or base in (b".", b"..")  # (O_EXCL would refuse them too: they always exist)
             or len(base) > self._fast_room
         ):
-            self.extract(reader, _Member(name, _REGULAR, "", len(data), mode, mtime), data)
+            self._extract_file(reader, raw, mode, mtime, data)
             return
-        mode = file_mode(mode)
+        mode = (mode & 0o755) | 0o600  # file_mode, inline: this runs once per file
         try:
             fd = os.open(base, _CREATE_FLAGS, mode, dir_fd=self._fast_fd)
         except OSError:  # an entry to replace, or a refusal the general path words
-            self.extract(reader, _Member(name, _REGULAR, "", len(data), mode, mtime), data)
+            self._extract_file(reader, raw, mode, mtime, data)
             return
         self._fill(fd, mode, mtime, len(data), data)
+
+    def _extract_file(
+        self, reader: _TarReader, raw: bytes, mode: int, mtime: int, data: memoryview
+    ) -> None:
+        name = raw.decode(_FS_ENCODING, _FS_ERRORS)
+        self.extract(reader, _Member(name, _REGULAR, "", len(data), mode, mtime), data)
 
     def _parts(self, name: str) -> tuple[str, ...]:
         """``relative_parts(name)``; the checks of a directory already seen are not
@@ -665,7 +671,8 @@ class _Extractor:
         ``extract_small`` writes into."""
         base = name.rpartition("/")[2]
         if parts[-1] == base:
-            self._fast_head, self._fast_fd = name[: len(name) - len(base)], parent
+            head = name[: len(name) - len(base)].encode(_FS_ENCODING, _FS_ERRORS)
+            self._fast_head, self._fast_fd = head, parent
             used = sum(len(os.fsencode(part)) + 1 for part in parts[:-1])
             self._fast_room = min(NAME_MAX, PATH_MAX - used - 1)
 
