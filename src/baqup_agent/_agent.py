@@ -53,7 +53,7 @@ PROGRESS_INTERVAL = 1.0
 _ITEM_BATCH = 256  # tar entries counted as progress at once
 # Seconds create_tar(totals=True) waits, after the archive, for a count still running
 # (a small tree: the child's start-up is most of it), so that the totals are set.
-_COUNT_WAIT = 5.0
+_COUNT_WAIT = 1.0
 
 
 class Agent:
