@@ -6,9 +6,9 @@ Peers, same machine, same run: ``tar -cf - DIR | zstd -1 -T0 > OUT && openssl dg
 ``openssl dgst -sha256 OUT && zstd -dc OUT | tar -xf -`` (verify, then extract).
 The agent runs as a real process (``python examples/filesystem_agent/agent.py``, zstd
 level 1, every core), interpreter start-up (bytecode cached: ``python_env``) and
-configuration included, as the pipeline's start-up is. Targets: wall time at most 1.0x the pipeline's, both ways;
-peak RSS of the agent process (backup or restore) under 100 MiB, and within 10%
-between a SIZE and a 4 x SIZE tree (constant memory).
+configuration included, as the pipeline's start-up is. Targets: wall time at most 1.0x
+the pipeline's, both ways; peak RSS of the agent process (backup or restore) under
+100 MiB, and within 10% between a SIZE and a 4 x SIZE tree (constant memory).
 
 Environment: BENCH_SIZE_MB (default 1024; half incompressible random bytes, half
 text), BENCH_RSS_SCALE (default 4; 0 skips the bigger tree), BENCH_REPEAT (default 5:
