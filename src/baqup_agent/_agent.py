@@ -37,6 +37,7 @@ from baqup_agent._progress import ProgressCounter, ProgressLog
 from baqup_agent.contract import HeartbeatIntent
 
 if TYPE_CHECKING:
+    from _typeshed import ReadableBuffer
     from typing_extensions import Unpack
 
     from baqup_agent._archive import TarStats
@@ -51,9 +52,6 @@ if TYPE_CHECKING:
 PROGRESS_INTERVAL = 1.0
 """Seconds, at least, between two progress messages sent by ``Context.progress``."""
 _ITEM_BATCH = 256  # tar entries counted as progress at once
-# Seconds create_tar(totals=True) waits, after the archive, for a count still running
-# (a small tree: the child's start-up is most of it), so that the totals are set.
-_COUNT_WAIT = 1.0
 
 
 class Agent:
@@ -125,6 +123,18 @@ class Agent:
     def main(cls, argv: Sequence[str] | None = None) -> NoReturn:
         """Run one job with this agent and exit: ``if __name__ == "__main__": MyAgent.main()``."""
         run(cls, argv=argv)
+
+
+class _CountedSink:
+    """A ``ByteSink`` that counts the bytes written through it."""
+
+    def __init__(self, sink: ByteSink) -> None:
+        self._sink = sink
+        self.bytes = 0
+
+    def write(self, data: ReadableBuffer, /) -> object:
+        self.bytes += memoryview(data).nbytes
+        return self._sink.write(data)
 
 
 class _Tracked:
@@ -304,7 +314,8 @@ class Context:
         ``totals``: also count the tree (entries, and the bytes of its tar stream) in a
         child process, on another core while the archive is written, and set them as
         the progress totals once known: a percentage without a walk before the work
-        (docs/output.md). Without a child (it cannot start, or fails) there are no totals."""
+        (docs/output.md). Once the archive is written the totals are what it holds,
+        exact, child or no child (one that cannot start or fails gives none before)."""
         from baqup_agent._archive import create_tar
         from baqup_agent._tar_size import TreeCount
 
@@ -314,26 +325,28 @@ class Context:
                 count = TreeCount(root)
             except OSError as exc:
                 self.logger.debug("no progress totals: cannot count the tree", error=str(exc))
-        entries = 0  # counted as progress in batches: per entry it costs what a small file does
+        counted = _CountedSink(fileobj) if totals else None
+        entries = done = (
+            0  # counted as progress in batches: per entry it costs what a small file does
+        )
         check = self._cancellation.check  # self.checkpoint, a call less per entry
 
         def each_entry() -> None:
-            nonlocal entries
+            nonlocal entries, done
             check()
             entries += 1
             if entries == _ITEM_BATCH:
                 self.progress(items=entries)
+                done += entries
                 entries = 0
                 found = count.poll() if count is not None else None
                 if found is not None:
                     self.set_totals(items=found[0], bytes=found[1])
 
         try:
-            stats = create_tar(fileobj, root, logger=self.logger, checkpoint=each_entry)
-            if count is not None:  # a tree archived faster than counted is a small one
-                found = count.wait(_COUNT_WAIT)
-                if found is not None:
-                    self.set_totals(items=found[0], bytes=found[1])
+            stats = create_tar(counted or fileobj, root, logger=self.logger, checkpoint=each_entry)
+            if counted is not None:  # exact now, whether or not the child was done
+                self.set_totals(items=done + entries, bytes=counted.bytes)
             return stats
         finally:
             self.progress(items=entries)

@@ -122,22 +122,6 @@ class TreeCount:
         proc = self._proc
         if proc is None or proc.poll() is None:
             return None
-        return self._result(proc)
-
-    def wait(self, timeout: float) -> tuple[int, int] | None:
-        """As ``poll``, after waiting up to ``timeout`` seconds for the child to end."""
-        proc = self._proc
-        if proc is None:
-            return None
-        import subprocess
-
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            return None
-        return self._result(proc)
-
-    def _result(self, proc: subprocess.Popen[bytes]) -> tuple[int, int] | None:
         self._proc = None
         out = _read_all(proc.stdout)
         try:
