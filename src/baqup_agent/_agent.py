@@ -326,9 +326,8 @@ class Context:
             except OSError as exc:
                 self.logger.debug("no progress totals: cannot count the tree", error=str(exc))
         counted = _CountedSink(fileobj) if totals else None
-        entries = done = (
-            0  # counted as progress in batches: per entry it costs what a small file does
-        )
+        # counted as progress in batches: per entry it costs what a small file does
+        entries = done = 0
         check = self._cancellation.check  # self.checkpoint, a call less per entry
 
         def each_entry() -> None:

@@ -258,23 +258,11 @@ class _TarReader:
     def _take(self, n: int) -> memoryview:
         """The next ``n`` bytes (fewer only at the end of the stream); copied only when
         they span chunks."""
-        end = self._pos + n
-        if end <= len(self._buf):
-            view = self._buf[self._pos : end]
-            self._pos = end
-        else:
-            pieces = [self._buf[self._pos :]]
-            have = len(pieces[0])
-            self._buf, self._pos = _NO_BYTES, 0
-            while have < n:
-                chunk = self._read()
-                if not chunk:
-                    break
-                self._buf, self._pos = memoryview(chunk), min(n - have, len(chunk))
-                pieces.append(self._buf[: self._pos])
-                have += self._pos
-            pieces = [piece for piece in pieces if piece]
-            view = pieces[0] if len(pieces) == 1 else memoryview(b"".join(pieces))
+        if len(self._buf) - self._pos < n:
+            self._fill(n)
+        end = min(self._pos + n, len(self._buf))
+        view = self._buf[self._pos : end]
+        self._pos = end
         self.offset += len(view)
         return view
 
@@ -297,16 +285,17 @@ class _TarReader:
 
     def _fill(self, n: int) -> bool:
         """Make the next ``n`` bytes one view (joining chunks); False when the stream ends
-        first (what there is stays readable)."""
-        pieces: list[bytes | memoryview] = [self._buf[self._pos :]]
-        have = len(pieces[0])
+        first (what there is stays readable). Only what spans chunks is copied."""
+        have = len(self._buf) - self._pos
+        pieces: list[bytes | memoryview] = [self._buf[self._pos :]] if have else []
         while have < n:
             chunk = self._read()
             if not chunk:
                 break
             pieces.append(chunk)
             have += len(chunk)
-        self._buf, self._pos = memoryview(b"".join(pieces)), 0
+        joined = pieces[0] if len(pieces) == 1 else b"".join(pieces)
+        self._buf, self._pos = memoryview(joined), 0
         return have >= n
 
     def small_file(self) -> tuple[bytes, int, int, memoryview] | None:
@@ -589,7 +578,7 @@ class _Extractor:
         except OSError:  # an entry to replace, or a refusal the general path words
             self._extract_file(reader, raw, mode, mtime, data)
             return
-        self._fill(fd, mode, mtime, len(data), data)
+        self._write_file(fd, mode, mtime, len(data), data)
 
     def _extract_file(
         self, reader: _TarReader, raw: bytes, mode: int, mtime: int, data: memoryview
@@ -671,10 +660,10 @@ class _Extractor:
         ``extract_small`` writes into."""
         base = name.rpartition("/")[2]
         if parts[-1] == base:
-            head = name[: len(name) - len(base)].encode(_FS_ENCODING, _FS_ERRORS)
-            self._fast_head, self._fast_fd = head, parent
-            used = sum(len(os.fsencode(part)) + 1 for part in parts[:-1])
-            self._fast_room = min(NAME_MAX, PATH_MAX - used - 1)
+            head = name[: len(name) - len(base)]
+            used = self._heads[head][1]  # _parts has just checked and kept this directory
+            self._fast_head = head.encode(_FS_ENCODING, _FS_ERRORS)
+            self._fast_fd, self._fast_room = parent, min(NAME_MAX, PATH_MAX - used - 1)
 
     def _file(
         self, parent: int, name: str, reader: _TarReader, member: _Member, data: memoryview | None
@@ -685,9 +674,9 @@ class _Extractor:
         except FileExistsError:
             self._clear(parent, name, member)
             fd = os.open(name, _CREATE_FLAGS, mode, dir_fd=parent)
-        self._fill(fd, mode, member.mtime, member.size, data, reader, member.name)
+        self._write_file(fd, mode, member.mtime, member.size, data, reader, member.name)
 
-    def _fill(
+    def _write_file(
         self,
         fd: int,
         mode: int,
