@@ -140,9 +140,13 @@ def _default_grace_above(doc: dict[str, Any]) -> None:
 
 
 JOB_MISTAKES: dict[str, Callable[[dict[str, Any]], None]] = {
-    "no termination grace": lambda d: _pod(d).pop("terminationGracePeriodSeconds"),
+    # Each mistake applies after any other (the combined test draws them in any order):
+    # with no pod grace left, "grace not above" compares with the default it would get.
+    "no termination grace": lambda d: _pod(d).pop("terminationGracePeriodSeconds", None),
     "grace not above": lambda d: _set_env(
-        d, "BAQUP_GRACE_PERIOD", str(_pod(d)["terminationGracePeriodSeconds"])
+        d,
+        "BAQUP_GRACE_PERIOD",
+        str(_pod(d).get("terminationGracePeriodSeconds", BASE_DEFAULTS["BAQUP_GRACE_PERIOD"])),
     ),
     "default grace above": _default_grace_above,
     "password in env": lambda d: _set_env(d, "BAQUP_REDIS_PASSWORD", "hunter2"),
