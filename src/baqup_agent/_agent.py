@@ -18,6 +18,7 @@ Exit codes (see docs/writing-an-agent.md and schema/exit-code.json):
 
 from __future__ import annotations
 
+import gc
 import inspect
 import os
 import sys
@@ -416,10 +417,14 @@ def run(
         parser.add_argument("--version", action="version", version=version)
         parser.parse_args(args)  # a usage error exits 64
     supervise_if_pid1()  # PID 1 of a container: an init forwards signals and reaps
+    # This process ends with the job: what exists now (the imported modules, the
+    # contract's models) lives until then, so the collector need not walk it again.
+    gc.freeze()
     code = run_job(
         agent, environ=environ, restore_signals=False, route_python_output=cls.route_python_output
     )
     Cancellation.ignore_signals()  # the result is out: a late signal must not change the exit
     sys.stdout.flush()
     sys.stderr.flush()
+    gc.freeze()  # the interpreter's shutdown skips collecting what the exit drops anyway
     sys.exit(code)

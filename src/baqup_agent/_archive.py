@@ -507,12 +507,8 @@ def extract_tar(
     reader = _TarReader(ahead.read)
     try:
         while True:
-            if checkpoint is not None:
-                checkpoint()
-            small = reader.small_file()
-            if small is not None:
-                extractor.extract_small(reader, small)
-                continue
+            # the checkpoint before each entry (and at the end block) is in here
+            extractor.extract_small_files(reader, checkpoint)
             member = reader.next()
             if member is None:
                 break
@@ -557,28 +553,59 @@ class _Extractor:
         self._last = None
         os.close(self._root_fd)
 
-    def extract_small(self, reader: _TarReader, small: tuple[bytes, int, int, memoryview]) -> None:
-        """Extract a file ``_TarReader.small_file`` gave. In the directory of the file
-        before (an archive lists a directory's files together), it is written here, with
-        the general path's syscalls and checks, its name as bytes (as they will be on
-        disk: their length is what NAME_MAX and PATH_MAX count); anything else (another
-        directory, a name to check, an entry to replace) takes ``extract``."""
-        raw, mode, mtime, data = small
-        base = raw.rpartition(b"/")[2]
-        if (
-            raw[: len(raw) - len(base)] != self._fast_head
-            or base in (b".", b"..")  # (O_EXCL would refuse them too: they always exist)
-            or len(base) > self._fast_room
-        ):
-            self._extract_file(reader, raw, mode, mtime, data)
-            return
-        mode = (mode & 0o755) | 0o600  # file_mode, inline: this runs once per file
+    def extract_small_files(
+        self, reader: _TarReader, checkpoint: Callable[[], None] | None
+    ) -> None:
+        """Extract the small files that come next (``_TarReader.small_file`` says which),
+        calling ``checkpoint`` before each entry; return at the first other entry, its
+        checkpoint called. One loop for the run of them, the per-file work inlined: per
+        small file, Python's calls cost more than the syscalls (docs/output.md).
+
+        A file in the directory of the file before (an archive lists a directory's files
+        together) is written here, with the general path's syscalls and checks, its name
+        as bytes (as it will be on disk: its length is what NAME_MAX and PATH_MAX count);
+        any other (another directory, a name to check, an entry to replace) takes
+        ``extract``, which makes its directory the next one for this loop."""
+        small_file, umask = reader.small_file, self._umask
+        open_, write, stamp, close = os.open, os.write, _stamp, os.close
+        head, folder, room = self._fast_head, self._fast_fd, self._fast_room
+        files = written = 0
         try:
-            fd = os.open(base, _CREATE_FLAGS, mode, dir_fd=self._fast_fd)
-        except OSError:  # an entry to replace, or a refusal the general path words
-            self._extract_file(reader, raw, mode, mtime, data)
-            return
-        self._write_file(fd, mode, mtime, len(data), data)
+            while True:
+                if checkpoint is not None:
+                    checkpoint()
+                small = small_file()
+                if small is None:
+                    return
+                raw, mode, mtime, data = small
+                base = raw.rpartition(b"/")[2]
+                fd = -1
+                if (
+                    raw[: len(raw) - len(base)] == head
+                    and base not in (b".", b"..")  # (O_EXCL would refuse them: they exist)
+                    and len(base) <= room
+                ):
+                    mode = (mode & 0o755) | 0o600  # file_mode, inline
+                    try:  # (not contextlib.suppress: it costs more than the syscall)
+                        fd = open_(base, _CREATE_FLAGS, mode, dir_fd=folder)
+                    except OSError:  # an entry to replace, or a refusal the general path words
+                        fd = -1
+                if fd < 0:
+                    self._extract_file(reader, raw, mode, mtime, data)
+                    head, folder, room = self._fast_head, self._fast_fd, self._fast_room
+                    continue
+                try:
+                    done = write(fd, data)
+                    while done < len(data):
+                        done += write(fd, data[done:])
+                    stamp(fd, mode, mtime, umask)
+                finally:
+                    close(fd)
+                files += 1
+                written += len(data)
+        finally:
+            self.stats.files += files
+            self.stats.bytes += written
 
     def _extract_file(
         self, reader: _TarReader, raw: bytes, mode: int, mtime: int, data: memoryview
@@ -695,14 +722,7 @@ class _Extractor:
             else:
                 while data:
                     data = data[os.write(fd, data) :]
-            if mode & self._umask:
-                os.fchmod(fd, mode)
-            # an out-of-range time is not worth failing the restore for; try, not
-            # contextlib.suppress, which costs more than the syscall per file
-            try:  # noqa: SIM105
-                os.utime(fd, (mtime, mtime))
-            except (OverflowError, ValueError, OSError):
-                pass
+            _stamp(fd, mode, mtime, self._umask)
         finally:
             os.close(fd)
         self.stats.files += 1
@@ -787,6 +807,18 @@ class _Extractor:
         self._dirs[parts] = fd
         self._last = parts
         return fd
+
+
+def _stamp(fd: int, mode: int, mtime: float, umask: int) -> None:
+    """Give a new file its mode, where the umask took bits the archive gives, and its mtime."""
+    if mode & umask:
+        os.fchmod(fd, mode)
+    # an out-of-range time is not worth failing the restore for; try, not
+    # contextlib.suppress, which costs more than the syscall per file
+    try:  # noqa: SIM105
+        os.utime(fd, (mtime, mtime))
+    except (OverflowError, ValueError, OSError):
+        pass
 
 
 def _rollback(root: Path, was_empty: bool, logger: Logger | None) -> None:

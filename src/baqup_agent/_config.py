@@ -251,6 +251,14 @@ def bus_environment(environ: Mapping[str, str] | None = None) -> BusEnvironment:
     )
 
 
+def early_restore_source(environ: Mapping[str, str]) -> str | None:
+    """The restore source ``environ`` names for a restore job, read before the
+    configuration is loaded (to hash the artifacts early, docs/architecture.md); None
+    for any other job. The configuration, once loaded, still decides."""
+    source = environ.get("BAQUP_RESTORE_SOURCE")
+    return source if source and environ.get("BAQUP_ROLE") == Role.RESTORE.value else None
+
+
 def fallback_identity(environ: Mapping[str, str]) -> tuple[str, str, LogFormat]:
     """Job id, agent id and log format for reporting a configuration that did not load:
     what the environment gives where it fits the schema, else ``unknown`` and json."""

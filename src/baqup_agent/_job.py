@@ -32,6 +32,7 @@ from baqup_agent._errors import (
 from baqup_agent._lifecycle import Cancellation, EarlySignals, StateMachine
 from baqup_agent._logger import Logger
 from baqup_agent._progress import ProgressCounter, ProgressLog
+from baqup_agent._restore import start_early_checksums, stop_early_checksums
 from baqup_agent.contract import AgentState, ExitCode, HeartbeatIntent, ResultStatus, Role
 from baqup_agent.contract.tables import EXIT_CODES
 
@@ -538,6 +539,7 @@ def run_job(
     early = EarlySignals()
     if install_signals:
         early.install()
+    start_early_checksums(os.environ if environ is None else environ)
     try:
         with _start_up_routing(route_python_output, environ, log_stream):
             return _load_and_run(
@@ -552,6 +554,7 @@ def run_job(
                 route_python_output=route_python_output,
             )
     finally:
+        stop_early_checksums()
         if restore_signals:
             early.restore()
 

@@ -3,13 +3,17 @@
 ``PublishedOutput.open`` validates ``manifest.json`` (JSON Schema and model) and every
 artifact name; ``verify()`` checks every artifact's size and checksum. Both raise
 ``DataError`` (exit 65) naming what is wrong. A restore verifies the whole output
-before it writes anything to its target.
+before it writes anything to its target; ``start_early_checksums`` hashes the artifacts
+while the agent starts, for the verification to take (see the section at the end).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Mapping
+import threading
+import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -18,6 +22,7 @@ from pydantic import ValidationError
 
 from baqup_agent._artifacts import open_decompressed
 from baqup_agent._checksum import file_checksum, new_hash
+from baqup_agent._config import early_restore_source
 from baqup_agent._errors import ConfigError, DataError
 from baqup_agent._paths import is_artifact_filename, open_regular, safe_join
 from baqup_agent.contract import Artifact, Manifest
@@ -158,11 +163,17 @@ class PublishedOutput:
                 f"{self.path}: artifact {name} has {st.st_size} bytes, "
                 f"the manifest says {artifact.size_bytes}"
             )
-        size, digest = file_checksum(fd, artifact.checksum_algorithm.value)  # closes fd
+        algorithm = artifact.checksum_algorithm.value
+        early = _take_early(st, algorithm)
+        if early is None:
+            size, digest = file_checksum(fd, algorithm)  # closes fd
+        else:  # this very file, unchanged, hashed while the agent started
+            os.close(fd)
+            size, digest = early
         if size != artifact.size_bytes or digest != artifact.checksum_value:
             raise DataError(
                 f"{self.path}: checksum mismatch for {name}: "
-                f"{artifact.checksum_algorithm.value} {digest}, "
+                f"{algorithm} {digest}, "
                 f"the manifest says {artifact.checksum_value}"
             )
 
@@ -195,3 +206,124 @@ def _read_manifest(path: Path) -> bytes:
     if len(data) > MANIFEST_MAX_BYTES:
         raise DataError(f"{path}: the manifest is larger than {MANIFEST_MAX_BYTES} bytes")
     return data
+
+
+# -- checksums computed while the agent starts -----------------------------------------------
+#
+# A restore verifies every artifact before ``restore()`` sees a byte, and hashing them is
+# most of that. ``run_job`` calls ``start_early_checksums`` first, with what the
+# environment names (the configuration is not loaded yet): the hashing releases the GIL,
+# so it runs on another core while the agent imports and loads its configuration
+# (docs/architecture.md, "Start-up cost"). ``_verify_one`` takes a checksum from there
+# only for the very file it opened, unchanged (device, inode, size and times); anything
+# else it hashes then. Nothing there raises or logs: the verification reports it all.
+
+# (device, inode, size, mtime, ctime, algorithm): the file as it was when hashed
+_Key = tuple[int, int, int, int, int, str]
+# A change within one tick of the file system's clock may leave the times as they were
+# (git's "racily clean" files): a checksum is kept only for a file whose last change
+# (ctime) is older than this before the hashing began. 2 s covers the coarsest
+# timestamps (FAT, some NFS servers); an artifact restored is rarely younger.
+EARLY_RACY_NS = 2 * 10**9
+
+
+def _key(st: os.stat_result, algorithm: str) -> _Key:
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, algorithm)
+
+
+_early: EarlyChecksums | None = None
+
+
+def start_early_checksums(environ: Mapping[str, str]) -> None:
+    """Start hashing when ``environ`` describes a restore job (``run_job`` calls it
+    first, and ``stop_early_checksums`` when the job is over)."""
+    global _early
+    source = early_restore_source(environ)
+    if source is not None:
+        _early = EarlyChecksums(os.path.abspath(source))
+
+
+def stop_early_checksums() -> None:
+    """Forget the checksums, and hash no further artifact: the job is over."""
+    global _early
+    if _early is not None:
+        _early.cancel()
+    _early = None
+
+
+def _take_early(st: os.stat_result, algorithm: str) -> tuple[int, str] | None:
+    """``(size, hex digest)`` of the file ``st`` describes if it was hashed early, as it
+    is now; waits while it may still be hashed. None: hash it now."""
+    early = _early
+    return None if early is None else early.take(st, algorithm)
+
+
+class EarlyChecksums:
+    """Hashes the artifacts a restore job's manifest lists, on a thread of its own."""
+
+    def __init__(self, source: str, clock: Callable[[], int] = time.time_ns) -> None:
+        self._results: dict[_Key, tuple[int, str]] = {}
+        self._done = False
+        self._cancelled = threading.Event()
+        self._changed = threading.Condition()
+        self._clock = clock  # the file system's clock: ns since the epoch
+        self._thread = threading.Thread(
+            target=self._run, args=(source,), name="baqup-early-checksums"
+        )
+        self._thread.daemon = True  # an exit never waits for it
+        self._thread.start()
+
+    def take(self, st: os.stat_result, algorithm: str) -> tuple[int, str] | None:
+        """``(size, hex digest)`` of the file ``st`` describes, if it was hashed as it is
+        now; waits while the thread may still hash it."""
+        key = _key(st, algorithm)
+        with self._changed:
+            while key not in self._results and not self._done:
+                self._changed.wait()
+            return self._results.get(key)
+
+    def cancel(self) -> None:
+        """Hash no further artifact (the one being hashed is finished)."""
+        self._cancelled.set()
+
+    def _run(self, source: str) -> None:
+        try:
+            # whatever is wrong (no manifest, a file missing), the verification reports it
+            with contextlib.suppress(Exception):
+                for name, algorithm in _listed(Path(source)):
+                    if self._cancelled.is_set():
+                        return
+                    with contextlib.suppress(Exception):
+                        hashed = self._hash(safe_join(source, name), algorithm)
+                        if hashed is not None:
+                            with self._changed:
+                                self._results[hashed[0]] = hashed[1]
+                                self._changed.notify_all()
+        finally:
+            with self._changed:
+                self._done = True
+                self._changed.notify_all()
+
+    def _hash(self, path: Path, algorithm: str) -> tuple[_Key, tuple[int, str]] | None:
+        began = self._clock()
+        fd = open_regular(path)
+        try:
+            st = os.fstat(fd)
+        except BaseException:
+            os.close(fd)
+            raise
+        if st.st_ctime_ns >= began - EARLY_RACY_NS:
+            os.close(fd)  # may change unseen: the verification hashes it
+            return None
+        return _key(st, algorithm), file_checksum(fd, algorithm)  # closes fd
+
+
+def _listed(source: Path) -> list[tuple[str, str]]:
+    """(filename, algorithm) of each artifact the manifest lists, as far as it can be
+    read: ``PublishedOutput.open`` validates it whole."""
+    listed = []
+    for artifact in orjson.loads(_read_manifest(source / MANIFEST_NAME))["artifacts"]:
+        name, algorithm = artifact["filename"], artifact["checksum_algorithm"]
+        if isinstance(name, str) and is_artifact_filename(name) and isinstance(algorithm, str):
+            listed.append((name, algorithm))
+    return listed

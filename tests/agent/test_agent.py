@@ -180,6 +180,52 @@ def test_restore_verifies_before_the_agent_runs(tmp_path: Path) -> None:
     assert result["status"] == "failed" and result["exit_code"] == 65
 
 
+def test_restore_takes_the_checksums_hashed_while_it_started(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """run_job hashes the source's artifacts as it starts (tests/output/
+    test_early_checksums.py): the verification hashes nothing again; a file changed
+    since is hashed again and refused."""
+    from baqup_agent import _restore
+    from baqup_agent._checksum import file_checksum
+
+    assert run(job_env(tmp_path))[0] == ExitCode.SUCCESS
+    monkeypatch.setattr(_restore, "EARLY_RACY_NS", -(10**12))  # trust a file just written
+    hashed_late: list[object] = []  # by the verification, not the early thread
+
+    def spy(path: Any, algorithm: str = "sha256") -> tuple[int, str]:
+        if threading.current_thread().name != "baqup-early-checksums":
+            hashed_late.append(path)
+        return file_checksum(path, algorithm)
+
+    monkeypatch.setattr("baqup_agent._restore.file_checksum", spy)
+    agent = SampleAgent()
+    env = job_env(tmp_path, "job-2", "restore", BAQUP_RESTORE_SOURCE=tmp_path / "job-1")
+    assert run(env, agent)[0] == ExitCode.SUCCESS
+    assert agent.restored == PAYLOAD
+    assert hashed_late == []
+    assert _restore._early is None  # forgotten with the job
+
+    artifact = tmp_path / "job-1" / "data.bin.zst"
+    data = bytearray(artifact.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+
+    made: list[SampleAgent] = []
+
+    class _Tampering(SampleAgent):  # run_job makes it: after the early hashing began
+        def __init__(self) -> None:
+            super().__init__()
+            made.append(self)
+            assert _restore._early is not None
+            _restore._early._thread.join()
+            artifact.write_bytes(bytes(data))
+
+    env = job_env(tmp_path, "job-3", "restore", BAQUP_RESTORE_SOURCE=tmp_path / "job-1")
+    assert run(env, _Tampering)[0] == ExitCode.DATA_ERROR
+    assert made[0].restored is None  # restore() was never called
+    assert len(hashed_late) == 1
+
+
 class _Progressing(Agent):
     name = "progressing"
 

@@ -64,7 +64,9 @@ def test_every_variant_has_an_expected_check() -> None:
 
 @pytest.fixture(scope="module")
 def reports(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Report]]:
-    """The suite over the compliant agent (strict) and every variant, three at a time."""
+    """The suite over the compliant agent (strict) and every variant, two at a time
+    (three on 2 cores stretched the start-ups enough to move the judge's inotify timing:
+    docs/conformance.md, "Known limits")."""
     require_binary("redis-server")
     workdir = tmp_path_factory.mktemp("suites")
     strict = {"compliant": True, **{v: s for v, (_, s) in EXPECTED.items()}}
@@ -76,7 +78,7 @@ def reports(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Repo
         options = {**PLAIN_OPTIONS, "env": env}
         return run_suite(PLAIN, strict=strict[name], workdir=workdir, **options)
 
-    with cf.ThreadPoolExecutor(max_workers=3) as pool:
+    with cf.ThreadPoolExecutor(max_workers=2) as pool:
         yield dict(zip(strict, pool.map(one, strict), strict=True))
 
 

@@ -156,6 +156,26 @@ def test_spool_only_mode_marks_redis_scenarios_not_applicable(tmp_path: Path) ->
     assert report.check("cancel").scenarios == ["cancel-spool"]
 
 
+def test_an_agent_killed_for_ignoring_a_cancel_fails_the_cancel_check_only(
+    tmp_path: Path,
+) -> None:
+    """Still running long after the grace period that followed its cancel, the agent is
+    killed by the suite: its exit status, last state and missing result are the kill's,
+    so exit-codes, state-transitions and result-once leave that run to the cancel check."""
+    env = {**PLAIN_OPTIONS["env"], "BROKEN": "ignore-cancel"}
+    checks = ["cancel", "exit-codes", "state-transitions", "result-once"]
+    report = run_suite(PLAIN, **{**PLAIN_OPTIONS, "env": env}, only=checks, role="backup",
+                       redis=False, scale_fixture=False, grace_period=0.5,
+                       slow_env={"PLAIN_DELAY": "1"}, workdir=tmp_path)  # fmt: skip
+    failed = {c.name for c in report.checks if c.status is Status.FAIL}
+    assert failed == {"cancel"}, report.to_text()
+    findings = [f.message for f in report.check("cancel").findings]
+    assert any("killed by SIGKILL after cancel" in m for m in findings), findings
+    assert "killed: still running long after the grace period" in next(
+        s.note for s in report.scenarios if s.name == "cancel-spool"
+    )
+
+
 def test_redis_scenarios_run_when_redis_server_exists(tmp_path: Path) -> None:
     require_binary("redis-server")
     report = run_suite(PLAIN, **PLAIN_OPTIONS, only=["cancel"], role="backup", workdir=tmp_path)

@@ -1,6 +1,6 @@
 """The small-file fast path of ``extract_tar`` gives what the general path gives.
 
-``_TarReader.small_file`` and ``_Extractor.extract_small`` handle the usual member (a
+``_TarReader.small_file`` and ``_Extractor.extract_small_files`` handle the usual member (a
 small file in one ustar header, in the directory of the file before) in two calls;
 everything else goes the general way. Hypothesis draws archives of every kind of
 member, hostile ones included (climbing, absolute and overlong names, unsafe links,

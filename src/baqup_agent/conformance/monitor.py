@@ -75,6 +75,7 @@ class Monitor:
                 run.action_at + self.ctx.grace_period + KILL_AFTER_GRACE
             ):
                 run.action_note += "killed: still running long after the grace period; "
+                run.killed_after_stop = True
                 return
             self.poll(now)
             if sc.action and run.action_at is None:

@@ -78,6 +78,9 @@ class Run:
     restore_source: Path | None = None
     exit_code: int | None = None
     timed_out: bool = False
+    # killed by the suite: still running KILL_AFTER_GRACE after the grace period that
+    # followed its SIGTERM or cancel (the sigterm and cancel checks judge that run)
+    killed_after_stop: bool = False
     started: float = 0.0
     ended: float = 0.0
     stderr: list[str] = field(default_factory=list)

@@ -203,8 +203,8 @@ def _ttl_key(run: Run, beats: list[Message], interval: float, ttl: float) -> Ite
 def result_once(inp: CheckInput) -> Iterator[Finding]:
     """Each job reports exactly one result; over Redis it is also kept in the result key."""
     for run in inp.runs:
-        if not run.scenario.is_job:
-            continue
+        if not run.scenario.is_job or run.killed_after_stop:
+            continue  # killed by the suite before its result: sigterm and cancel judge it
         results = run.of_type("result")
         if len(results) != 1:
             yield must(

@@ -29,8 +29,8 @@ RACE = 2.0
 def state_transitions(inp: CheckInput) -> Iterator[Finding]:
     """State changes start at initializing, follow the table and end in a final state."""
     for run in inp.runs:
-        if not run.scenario.is_job:
-            continue
+        if not run.scenario.is_job or run.killed_after_stop:
+            continue  # killed by the suite before its last state: sigterm and cancel judge it
         changes = by_seq(run.of_type("state_change"))
         if not changes:
             yield must("no state_change message", run)

@@ -30,6 +30,8 @@ _STATUS_CODES = {
 def exit_codes(inp: CheckInput) -> Iterator[Finding]:
     """Every exit code is in the taxonomy and agrees with the result message."""
     for run in inp.runs:
+        if run.killed_after_stop:
+            continue  # the suite's SIGKILL, not the agent's exit: sigterm and cancel judge it
         code = run.exit_code
         if run.timed_out:
             yield must(f"did not exit within the scenario timeout ({inp.ctx.timeout:g} s)", run)
