@@ -11,9 +11,7 @@ is as old as the clock says.
 
 from __future__ import annotations
 
-import io
 import os
-import tarfile
 import threading
 import time
 from collections.abc import Callable
@@ -28,23 +26,14 @@ from baqup_agent._checksum import file_checksum
 from baqup_agent._errors import DataError
 from baqup_agent._logger import Logger
 from baqup_agent._restore import EARLY_RACY_NS, EarlyChecksums, PublishedOutput
-from baqup_agent._staging import Staging
+from tests.output.test_restore import publish_sample
 
 ARTIFACTS = {"files.tar.zst": "sha256", "notes.gz": "blake2b", "raw/data.bin": "sha512"}
 
 
-def publish(staging_dir: Path, logger: Logger, job: str = "job-1") -> Path:
-    s = Staging(staging_dir, job, logger)
-    s.prepare()
-    with s.artifact("files.tar.zst") as w, tarfile.open(fileobj=w, mode="w") as tar:
-        info = tarfile.TarInfo("hello.txt")
-        info.size = 5
-        tar.addfile(info, io.BytesIO(b"hello"))
-    with s.artifact("notes.gz", compression="gzip", algorithm="blake2b") as w:
-        w.write(b"notes " * 1000)
-    with s.artifact("raw/data.bin", compression="none", algorithm="sha512") as w:
-        w.write(os.urandom(5 << 20))  # above the checksum's chunk: the overlapped path
-    return s.publish(agent="a", agent_version="1")
+def publish(staging_dir: Path, logger: Logger) -> Path:
+    # the raw artifact above the checksum's chunk: hashed the overlapped way
+    return publish_sample(staging_dir, logger, raw_size=5 << 20)
 
 
 def later() -> int:

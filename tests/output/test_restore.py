@@ -21,6 +21,12 @@ from baqup_agent._staging import Staging
 @pytest.fixture
 def output(staging_dir: Path, logger: Logger) -> Path:
     """A published output: a zstd tar, a gzip file, a raw file in a subdirectory."""
+    return publish_sample(staging_dir, logger)
+
+
+def publish_sample(staging_dir: Path, logger: Logger, raw_size: int = 10000) -> Path:
+    """Publish ``output``'s three artifacts (sha256, blake2b, sha512), the raw one of
+    ``raw_size`` random bytes."""
     s = Staging(staging_dir, "job-1", logger)
     s.prepare()
     with s.artifact("files.tar.zst") as w, tarfile.open(fileobj=w, mode="w") as tar:
@@ -30,7 +36,7 @@ def output(staging_dir: Path, logger: Logger) -> Path:
     with s.artifact("notes.gz", compression="gzip", algorithm="blake2b") as w:
         w.write(b"notes " * 1000)
     with s.artifact("raw/data.bin", compression="none", algorithm="sha512") as w:
-        w.write(os.urandom(10000))
+        w.write(os.urandom(raw_size))
     return s.publish(agent="a", agent_version="1")
 
 
