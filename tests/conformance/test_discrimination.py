@@ -64,9 +64,8 @@ def test_every_variant_has_an_expected_check() -> None:
 
 @pytest.fixture(scope="module")
 def reports(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Report]]:
-    """The suite over the compliant agent (strict) and every variant, two at a time
-    (three on 2 cores stretched the start-ups enough to move the judge's inotify timing:
-    docs/conformance.md, "Known limits")."""
+    """The suite over the compliant agent (strict) and every variant, two at a time (on
+    2 cores, three stretched every start-up: docs/conformance.md, "Timing")."""
     require_binary("redis-server")
     workdir = tmp_path_factory.mktemp("suites")
     strict = {"compliant": True, **{v: s for v, (_, s) in EXPECTED.items()}}

@@ -6,11 +6,13 @@ from __future__ import annotations
 import base64
 import gzip
 import json
+import os
 import sys
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -294,6 +296,42 @@ def test_the_tree_watch_sees_writes_in_order_across_renames(tmp_path: Path) -> N
     paths = [e.path for e in watch.events if e.kind in ("create", "listed") and not e.is_dir]
     assert paths.index(".staging/job/manifest.json") < paths.index(".staging/job/late")
     assert "job/after" in paths  # the watch followed the rename
+
+
+def test_a_directory_listed_and_then_seen_created_is_not_listed_twice(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The job directory created between the watch of its parent and the listing of it:
+    listed (and watched) with the parent, then its queued creation event read. The
+    writes in it since stay in the order they happened (a second listing came before
+    the queued events of those writes: a manifest listed, then the artifact written
+    before it, seen as written after it)."""
+    watch = TreeWatch.open(tmp_path)
+    assert watch is not None
+    watch._stop.set()  # the test polls: the race is played in one order
+    watch._thread.join()
+    scandir, work = os.scandir, tmp_path / ".staging" / "job"
+    listings: list[str] = []
+
+    def racing_agent(path: Any) -> Any:
+        listings.append(Path(path).name)
+        if listings == [".staging"]:
+            work.mkdir()  # after the watch of .staging, before its listing
+        entries = list(scandir(path))
+        if listings == [".staging", "job"]:
+            # job is watched and listed (empty); its creation event is still queued
+            (work / "data.tar.gz").write_bytes(b"artifact")
+            (work / "manifest.json").write_text("{}")
+        return entries
+
+    monkeypatch.setattr("baqup_agent.conformance.inotify.os.scandir", racing_agent)
+    (tmp_path / ".staging").mkdir()
+    watch.close()  # reads it all: .staging's creation, job's, then the two writes
+    events = [(e.kind, e.path.removeprefix(".staging/job/")) for e in watch.events]
+    artifact = [i for i, (kind, path) in enumerate(events) if path == "data.tar.gz"]
+    manifest = [i for i, (kind, path) in enumerate(events) if path == "manifest.json"]
+    assert artifact and manifest and max(artifact) < min(manifest), events
+    assert ("listed", "manifest.json") not in events
 
 
 @pytest.mark.parametrize("broken", ["", "leak-secret", "leak-secret-b64"])

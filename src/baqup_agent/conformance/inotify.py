@@ -107,6 +107,12 @@ class TreeWatch:
         wd = self._lib.inotify_add_watch(self._fd, os.fsencode(path), _MASK)
         if wd < 0:
             return  # gone already: its creation and removal are in the events
+        if self._dirs.get(wd) == rel:
+            # Watched already: listed as its parent was, and now its creation event is
+            # read too. Listed again, what was written in it since would be listed
+            # before the queued events of those writes, out of order (a manifest listed,
+            # then the artifact written before it seen as written after it).
+            return
         self._dirs[wd] = rel
         with contextlib.suppress(OSError):
             for entry in sorted(os.scandir(path), key=lambda e: e.name):
