@@ -290,11 +290,11 @@ class EarlyChecksums:
         try:
             # whatever is wrong (no manifest, a file missing), the verification reports it
             with contextlib.suppress(Exception):
-                for name, algorithm in _listed(Path(source)):
+                for name, algorithm, size in _listed(Path(source)):
                     if self._cancelled.is_set():
                         return
                     with contextlib.suppress(Exception):
-                        hashed = self._hash(safe_join(source, name), algorithm)
+                        hashed = self._hash(safe_join(source, name), algorithm, size)
                         if hashed is not None:
                             with self._changed:
                                 self._results[hashed[0]] = hashed[1]
@@ -304,7 +304,7 @@ class EarlyChecksums:
                 self._done = True
                 self._changed.notify_all()
 
-    def _hash(self, path: Path, algorithm: str) -> tuple[_Key, tuple[int, str]] | None:
+    def _hash(self, path: Path, algorithm: str, size: int) -> tuple[_Key, tuple[int, str]] | None:
         began = self._clock()
         fd = open_regular(path)
         try:
@@ -312,18 +312,26 @@ class EarlyChecksums:
         except BaseException:
             os.close(fd)
             raise
-        if st.st_ctime_ns >= began - EARLY_RACY_NS:
-            os.close(fd)  # may change unseen: the verification hashes it
+        # Changed lately, it may change unseen: the verification hashes it. Another size
+        # than the manifest's: the verification refuses it without reading a byte.
+        if st.st_ctime_ns >= began - EARLY_RACY_NS or st.st_size != size:
+            os.close(fd)
             return None
         return _key(st, algorithm), file_checksum(fd, algorithm)  # closes fd
 
 
-def _listed(source: Path) -> list[tuple[str, str]]:
-    """(filename, algorithm) of each artifact the manifest lists, as far as it can be
-    read: ``PublishedOutput.open`` validates it whole."""
+def _listed(source: Path) -> list[tuple[str, str, int]]:
+    """(filename, algorithm, size) of each artifact the manifest lists, as far as it can
+    be read: ``PublishedOutput.open`` validates it whole."""
     listed = []
     for artifact in orjson.loads(_read_manifest(source / MANIFEST_NAME))["artifacts"]:
         name, algorithm = artifact["filename"], artifact["checksum_algorithm"]
-        if isinstance(name, str) and is_artifact_filename(name) and isinstance(algorithm, str):
-            listed.append((name, algorithm))
+        size = artifact["size_bytes"]
+        if (
+            isinstance(name, str)
+            and is_artifact_filename(name)
+            and isinstance(algorithm, str)
+            and type(size) is int
+        ):
+            listed.append((name, algorithm, size))
     return listed

@@ -178,6 +178,25 @@ def test_only_a_restore_job_starts_it(environ: dict[str, str]) -> None:
         _restore.stop_early_checksums()
 
 
+def test_a_file_of_another_size_is_not_hashed(
+    staging_dir: Path, logger: Logger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An artifact whose size is not the manifest's is refused by the verification
+    before it reads a byte: the thread does not read it either (a huge file would keep
+    it busy after the job)."""
+    output = publish(staging_dir, logger)
+    _grow(output / "raw" / "data.bin")
+    read: list[str] = []
+
+    def spy(path: object, algorithm: str = "sha256") -> tuple[int, str]:
+        read.append(algorithm)
+        return file_checksum(path, algorithm)  # type: ignore[arg-type]
+
+    monkeypatch.setattr("baqup_agent._restore.file_checksum", spy)
+    hashed(output, later)
+    assert sorted(read) == ["blake2b", "sha256"]  # not raw/data.bin's sha512
+
+
 def _fifo(path: Path) -> None:
     path.unlink()
     os.mkfifo(path)
