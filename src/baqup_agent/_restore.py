@@ -164,7 +164,7 @@ class PublishedOutput:
                 f"the manifest says {artifact.size_bytes}"
             )
         algorithm = artifact.checksum_algorithm.value
-        early = _take_early(st, algorithm)
+        early = _take_early(name, st, algorithm)
         if early is None:
             size, digest = file_checksum(fd, algorithm)  # closes fd
         else:  # this very file, unchanged, hashed while the agent started
@@ -251,11 +251,11 @@ def stop_early_checksums() -> None:
     _early = None
 
 
-def _take_early(st: os.stat_result, algorithm: str) -> tuple[int, str] | None:
-    """``(size, hex digest)`` of the file ``st`` describes if it was hashed early, as it
-    is now; waits while it may still be hashed. None: hash it now."""
+def _take_early(name: str, st: os.stat_result, algorithm: str) -> tuple[int, str] | None:
+    """``(size, hex digest)`` of artifact ``name``, the file ``st`` describes, if it was
+    hashed early, as it is now; waits while it may still be hashed. None: hash it now."""
     early = _early
-    return None if early is None else early.take(st, algorithm)
+    return None if early is None else early.take(name, st, algorithm)
 
 
 class EarlyChecksums:
@@ -263,6 +263,7 @@ class EarlyChecksums:
 
     def __init__(self, source: str, clock: Callable[[], int] = time.time_ns) -> None:
         self._results: dict[_Key, tuple[int, str]] = {}
+        self._passed: set[str] = set()  # artifacts hashed or left to the verification
         self._done = False
         self._cancelled = threading.Event()
         self._changed = threading.Condition()
@@ -273,14 +274,13 @@ class EarlyChecksums:
         self._thread.daemon = True  # an exit never waits for it
         self._thread.start()
 
-    def take(self, st: os.stat_result, algorithm: str) -> tuple[int, str] | None:
-        """``(size, hex digest)`` of the file ``st`` describes, if it was hashed as it is
-        now; waits while the thread may still hash it."""
-        key = _key(st, algorithm)
+    def take(self, name: str, st: os.stat_result, algorithm: str) -> tuple[int, str] | None:
+        """``(size, hex digest)`` of artifact ``name``, the file ``st`` describes, if it
+        was hashed as it is now; waits while the thread has yet to pass it."""
         with self._changed:
-            while key not in self._results and not self._done:
+            while name not in self._passed and not self._done:
                 self._changed.wait()
-            return self._results.get(key)
+            return self._results.get(_key(st, algorithm))
 
     def cancel(self) -> None:
         """Hash no further artifact (the one being hashed is finished)."""
@@ -293,12 +293,14 @@ class EarlyChecksums:
                 for name, algorithm, size in _listed(Path(source)):
                     if self._cancelled.is_set():
                         return
+                    hashed = None
                     with contextlib.suppress(Exception):
                         hashed = self._hash(safe_join(source, name), algorithm, size)
+                    with self._changed:
                         if hashed is not None:
-                            with self._changed:
-                                self._results[hashed[0]] = hashed[1]
-                                self._changed.notify_all()
+                            self._results[hashed[0]] = hashed[1]
+                        self._passed.add(name)
+                        self._changed.notify_all()
         finally:
             with self._changed:
                 self._done = True

@@ -65,8 +65,10 @@ def test_an_old_unchanged_file_gets_its_checksum(staging_dir: Path, logger: Logg
     early = hashed(output, later)
     for name, algorithm in ARTIFACTS.items():
         path = output / name
-        assert early.take(path.stat(), algorithm) == file_checksum(path, algorithm)
-        assert early.take(path.stat(), "sha256" if algorithm != "sha256" else "sha512") is None
+        assert early.take(name, path.stat(), algorithm) == file_checksum(path, algorithm)
+        assert (
+            early.take(name, path.stat(), "sha256" if algorithm != "sha256" else "sha512") is None
+        )
 
 
 def test_a_file_changed_lately_is_left_to_the_verification(
@@ -75,7 +77,7 @@ def test_a_file_changed_lately_is_left_to_the_verification(
     output = publish(staging_dir, logger)
     early = hashed(output, time.time_ns)  # the files were written just now
     for name, algorithm in ARTIFACTS.items():
-        assert early.take((output / name).stat(), algorithm) is None
+        assert early.take(name, (output / name).stat(), algorithm) is None
 
 
 def _flip(path: Path) -> None:
@@ -178,6 +180,47 @@ def test_only_a_restore_job_starts_it(environ: dict[str, str]) -> None:
         _restore.stop_early_checksums()
 
 
+def test_take_waits_only_until_the_thread_has_passed_that_artifact(
+    staging_dir: Path, logger: Logger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The thread busy with a later artifact: an earlier one it left to the verification
+    (changed lately) is handed back at once, not after the rest (the verification goes
+    in the manifest's order too)."""
+    output = publish(staging_dir, logger)
+    calls: list[int] = []
+
+    def first_racy() -> int:  # the first artifact was written just now, the others long ago
+        calls.append(1)
+        return time.time_ns() if len(calls) == 1 else later()
+
+    busy, release = threading.Event(), threading.Event()
+
+    def slow_last(path: object, algorithm: str = "sha256") -> tuple[int, str]:
+        if algorithm == "sha512":  # raw/data.bin, the last artifact
+            busy.set()
+            release.wait()
+        return file_checksum(path, algorithm)  # type: ignore[arg-type]
+
+    monkeypatch.setattr("baqup_agent._restore.file_checksum", slow_last)
+    early = EarlyChecksums(str(output), first_racy)
+    busy.wait()
+    got: list[object] = []
+    first = output / "files.tar.zst"
+    taker = threading.Thread(
+        target=lambda: got.append(early.take("files.tar.zst", first.stat(), "sha256"))
+    )
+    taker.start()
+    taker.join(30)  # a hang guard, not a time window: it returns at once or never
+    hung = taker.is_alive()
+    release.set()
+    taker.join()
+    assert not hung
+    assert got == [None]  # hashed by the verification itself
+    assert early.take("notes.gz", (output / "notes.gz").stat(), "blake2b") == file_checksum(
+        output / "notes.gz", "blake2b"
+    )
+
+
 def test_a_file_of_another_size_is_not_hashed(
     staging_dir: Path, logger: Logger, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -230,7 +273,10 @@ def test_a_broken_source_ends_the_thread_quietly(
     for name, algorithm in ARTIFACTS.items():
         path = output / name
         if path.is_file():
-            assert early.take(path.stat(), algorithm) in (None, file_checksum(path, algorithm))
+            assert early.take(name, path.stat(), algorithm) in (
+                None,
+                file_checksum(path, algorithm),
+            )
 
 
 def test_stop_ends_the_hashing_at_the_next_artifact(
