@@ -32,14 +32,13 @@ from baqup_agent._errors import (
 from baqup_agent._lifecycle import Cancellation, EarlySignals, StateMachine
 from baqup_agent._logger import Logger
 from baqup_agent._progress import ProgressCounter, ProgressLog
-from baqup_agent._restore import start_early_checksums, stop_early_checksums
+from baqup_agent._restore import PublishedOutput, start_early_checksums, stop_early_checksums
 from baqup_agent.contract import AgentState, ExitCode, HeartbeatIntent, ResultStatus, Role
 from baqup_agent.contract.tables import EXIT_CODES
 
 if TYPE_CHECKING:
     from baqup_agent._agent import Agent, Context
     from baqup_agent._config import Config
-    from baqup_agent._restore import PublishedOutput
     from baqup_agent._staging import JobLock, Staging
     from baqup_agent.contract import Cancel
 
@@ -172,7 +171,6 @@ class _Job:
         """A backup whose output is already published: verify it, then deliver the
         earlier run's spool and, only when the bus has none, a result (section 4.7)."""
         from baqup_agent._errors import DataError
-        from baqup_agent._restore import PublishedOutput
 
         output = self.settings.staging_dir / self.settings.job_id
         try:
@@ -318,8 +316,6 @@ class _Job:
             )
             self.staging.prepare()
         else:
-            from baqup_agent._restore import PublishedOutput
-
             # a restore has a source: config.json requires it with the role
             assert self.settings.restore_source is not None
             source = PublishedOutput.open(self.settings.restore_source)
