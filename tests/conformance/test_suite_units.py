@@ -8,13 +8,17 @@ import gzip
 import json
 import os
 import sys
+import tempfile
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from baqup_agent._cli import main
 from baqup_agent.conformance import (
@@ -332,6 +336,82 @@ def test_a_directory_listed_and_then_seen_created_is_not_listed_twice(
     manifest = [i for i, (kind, path) in enumerate(events) if path == "manifest.json"]
     assert artifact and manifest and max(artifact) < min(manifest), events
     assert ("listed", "manifest.json") not in events
+
+
+_Op = tuple[str, str]  # (open | write | close | append, file name)
+
+
+@st.composite
+def _staging_writes(draw: st.DrawFn) -> tuple[list[_Op], bool, int, int]:
+    """An agent's writes in its job directory (artifacts, then the manifest; or, when
+    ``late``, one artifact appended to after it), and two cuts: the writes before the
+    first happen before the directory is watched, those between the two after its watch
+    and before its listing (the gap a listing cannot avoid), the rest after both."""
+    ops: list[_Op] = []
+    for name in draw(
+        st.lists(st.sampled_from(["a.tar", "b.sql", "c.bin"]), min_size=1, max_size=3, unique=True)
+    ):
+        ops += [("open", name), *[("write", name)] * draw(st.integers(1, 3)), ("close", name)]
+    ops += [("open", "manifest.json"), ("write", "manifest.json"), ("close", "manifest.json")]
+    late = draw(st.booleans())
+    if late:
+        ops.append(("append", ops[0][1]))
+    first = draw(st.integers(0, len(ops)))
+    return ops, late, first, draw(st.integers(first, len(ops)))
+
+
+def _play(work: Path, ops: list[_Op], fds: dict[str, int]) -> None:
+    for op, name in ops:
+        if op in ("open", "append"):
+            fds[name] = os.open(work / name, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        if op in ("write", "append"):
+            os.write(fds[name], b"bytes")
+        if op in ("close", "append"):
+            os.close(fds.pop(name))
+
+
+@settings(max_examples=150, deadline=None)
+@given(_staging_writes())
+def test_the_tree_watch_orders_writes_made_around_a_directory_listing(
+    case: tuple[list[_Op], bool, int, int],
+) -> None:
+    """Whatever the agent writes while the job directory is being watched and listed, the
+    events keep the order of its writes: a valid agent's artifacts all come before its
+    manifest, and an artifact written after the manifest (after the watch began) is seen
+    after it."""
+    ops, late, first, second = case
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        (root / ".staging").mkdir()
+        watch = TreeWatch.open(root)
+        assert watch is not None
+        watch._stop.set()  # the test polls: the race is played in one order
+        watch._thread.join()
+        work, fds = root / ".staging" / "job", dict[str, int]()
+        work.mkdir()
+        _play(work, ops[:first], fds)  # before the job directory's creation event is read
+        scandir = os.scandir
+
+        def listing(path: Any) -> Any:
+            if Path(path) == work:
+                _play(work, ops[first:second], fds)  # watched, not yet listed
+            return scandir(path)
+
+        with mock.patch("baqup_agent.conformance.inotify.os.scandir", listing):
+            watch.poll()  # reads the creation of job/: watches it, then lists it
+        _play(work, ops[second:], fds)
+        watch.close()
+    events = [e for e in watch.events if e.path.startswith(".staging/job/")]
+    kinds = {"create", "modify", "close-write", "listed"}
+    names = [e.path.removeprefix(".staging/job/") for e in events if e.kind in kinds]
+    manifest = names.index("manifest.json")
+    written_after = [
+        n
+        for n, e in zip(names[manifest:], events[manifest:], strict=True)
+        if n != "manifest.json" and e.kind != "listed"
+    ]
+    seen_late = late and len(ops) - 1 >= first  # the late write came after the watch
+    assert bool(written_after) == seen_late, (ops, first, second, events)
 
 
 @pytest.mark.parametrize("broken", ["", "leak-secret", "leak-secret-b64"])

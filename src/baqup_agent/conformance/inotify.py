@@ -3,7 +3,11 @@ to install; the suite must run wherever Python does).
 
 A ``TreeWatch`` watches a directory and each directory created below it (a directory is
 watched from the moment its creation event is read; what was created inside it before
-that is found by listing it then). The events are kept in order, each as (kind, relative
+that is found by listing it then). A listing comes after the watch, so what is created
+between the two is both listed and reported by a queued event read later: its first
+event being its creation, the listing saw that creation and its "listed" is dropped, the
+queued events keep the order (else a manifest made in that gap was listed before the
+artifact writes queued ahead of it). The events are kept in order, each as (kind, relative
 path); the checks judge their order (the manifest last, nothing outside the allowed
 places). Where inotify is missing, ``TreeWatch.open`` returns None and the checks judge
 the final tree only.
@@ -75,7 +79,9 @@ class TreeWatch:
         self.root = root
         self._dirs: dict[int, str] = {}  # watch descriptor -> relative directory ("" = root)
         self._moving: dict[int, str] = {}  # rename cookie -> the directory's old path
-        self.events: list[Event] = []
+        self._events: list[Event] = []
+        self._listed: dict[str, int] = {}  # listed path -> its event's index, until its next event
+        self._dropped: set[int] = set()  # listings of what a queued event shows created later
         self.overflowed = False
         self._stop = threading.Event()
         self._watch("")
@@ -118,9 +124,15 @@ class TreeWatch:
             for entry in sorted(os.scandir(path), key=lambda e: e.name):
                 sub = f"{rel}/{entry.name}" if rel else entry.name
                 is_dir = entry.is_dir(follow_symlinks=False)
-                self.events.append(Event("listed", sub, is_dir))
+                self._listed[sub] = len(self._events)
+                self._events.append(Event("listed", sub, is_dir))
                 if is_dir:
                     self._watch(sub)
+
+    @property
+    def events(self) -> list[Event]:
+        """The events so far, in the order they happened."""
+        return [e for i, e in enumerate(self._events) if i not in self._dropped]
 
     def watching(self, rel: str) -> bool:
         """Whether the directory ``rel`` (relative to the root) is watched yet."""
@@ -154,9 +166,12 @@ class TreeWatch:
             return
         rel = f"{base}/{name}" if base else name
         is_dir = bool(mask & _IN_ISDIR)
+        listed = self._listed.pop(rel, None)
+        if listed is not None and mask & (_IN_CREATE | _IN_MOVED_TO):
+            self._dropped.add(listed)  # created after the watch: the queued events tell when
         for bit, kind in _KINDS:
             if mask & bit:
-                self.events.append(Event(kind, rel, is_dir))
+                self._events.append(Event(kind, rel, is_dir))
         if is_dir and mask & _IN_MOVED_FROM:
             self._moving[cookie] = rel
         if is_dir and mask & _IN_MOVED_TO and cookie in self._moving:
